@@ -1,0 +1,175 @@
+"""Recurrent cells as pure functions over pytrees, and the name -> cell table.
+
+A cell is four pure functions (see `Cell`):
+
+    params = cell.init(key, input_size, hidden_size)
+    carry  = cell.initial_carry(batch_shape, hidden_size)
+    xp     = cell.input_proj(params, x)          # the part of the step that does not
+    carry, y = cell.recur(params, carry, xp)     # depend on the carry, hoisted by `unroll`
+
+and `step(cell, params, carry, x) == cell.recur(params, carry, cell.input_proj(params, x))`.
+Splitting the input projection out lets `rnnjax.recurrent.unroll` compute it for all
+time steps as one matmul before the scan. Carries are NamedTuples with an `h` field
+(the output). Recurrences run in float32 whatever the parameter dtype.
+
+Register a new cell with `register_cell(name, Cell(...))`; `get_cell(name)` looks it up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Array = jax.Array
+
+
+class RNNCarry(NamedTuple):
+    h: Array
+
+
+class GRUCarry(NamedTuple):
+    h: Array
+
+
+class LSTMCarry(NamedTuple):
+    h: Array
+    c: Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions and the number of gates it stacks in one matmul."""
+
+    init: Callable[[Array, int, int], Params]
+    initial_carry: Callable[[tuple, int], Any]
+    input_proj: Callable[[Params, Array], Array]
+    recur: Callable[[Params, Any, Array], tuple[Any, Array]]
+
+
+def step(cell: Cell, params: Params, carry: Any, x: Array) -> tuple[Any, Array]:
+    """One time step: `x` [..., input_size] -> (new carry, output [..., hidden])."""
+    return cell.recur(params, carry, cell.input_proj(params, x))
+
+
+def _uniform(key: Array, shape: tuple, scale: float) -> Array:
+    return jax.random.uniform(key, shape, jnp.float32, -scale, scale)
+
+
+def _gated_init(num_gates: int, recurrent_bias: bool):
+    """PyTorch-style init: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+
+    Weights are stored as `wi` [input, G*H] and `wh` [hidden, G*H] so that all gates
+    come out of one matmul; gate blocks follow PyTorch's order for the cell.
+    """
+
+    def init(key: Array, input_size: int, hidden_size: int) -> Params:
+        k = 1.0 / hidden_size**0.5
+        kwi, kwh, kbi, kbh = jax.random.split(key, 4)
+        gh = num_gates * hidden_size
+        params = {
+            "wi": _uniform(kwi, (input_size, gh), k),
+            "wh": _uniform(kwh, (hidden_size, gh), k),
+            "bi": _uniform(kbi, (gh,), k),
+        }
+        if recurrent_bias:
+            params["bh"] = _uniform(kbh, (gh,), k)
+        return params
+
+    return init
+
+
+def _input_proj(params: Params, x: Array) -> Array:
+    return (x @ params["wi"].astype(x.dtype)).astype(jnp.float32) + params["bi"].astype(jnp.float32)
+
+
+def _recurrent_proj(params: Params, h: Array) -> Array:
+    w = params["wh"]
+    return (h.astype(w.dtype) @ w).astype(jnp.float32)
+
+
+def _zeros_carry(carry_type, num_states: int):
+    def initial_carry(batch_shape: tuple, hidden_size: int):
+        return carry_type(*(jnp.zeros((*batch_shape, hidden_size), jnp.float32) for _ in range(num_states)))
+
+    return initial_carry
+
+
+def _rnn_recur(activation):
+    def recur(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
+        """h' = act(W_ih x + b_ih + W_hh h)."""
+        h = activation(xp + _recurrent_proj(params, carry.h))
+        return RNNCarry(h), h
+
+    return recur
+
+
+def _gru_recur(params: Params, carry: GRUCarry, xp: Array) -> tuple[GRUCarry, Array]:
+    """GRU, cuDNN/PyTorch convention, gate blocks in order (r, z, n):
+
+        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))     # reset after the matmul
+        h' = (1 - z) * n + z * h
+    """
+    hp = _recurrent_proj(params, carry.h) + params["bh"].astype(jnp.float32)
+    xr, xz, xn = jnp.split(xp, 3, axis=-1)
+    hr, hz, hn = jnp.split(hp, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    h = (1.0 - z) * n + z * carry.h
+    return GRUCarry(h), h
+
+
+def _lstm_recur(params: Params, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
+    """LSTM, gate blocks in PyTorch's order (i, f, g, o):
+
+        i = sigmoid(W_ii x + W_hi h + b_i)
+        f = sigmoid(W_if x + W_hf h + b_f)     # b_f includes the optional forget bias
+        g = tanh(W_ig x + W_hg h + b_g)
+        o = sigmoid(W_io x + W_ho h + b_o)
+        c' = f * c + i * g
+        h' = o * tanh(c')
+    """
+    gates = xp + _recurrent_proj(params, carry.h)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return LSTMCarry(h, c), h
+
+
+def lstm_with_forget_bias(forget_bias: float) -> Cell:
+    """An LSTM whose initial forget-gate bias is raised by `forget_bias`."""
+
+    base = _gated_init(4, recurrent_bias=False)
+
+    def init(key: Array, input_size: int, hidden_size: int) -> Params:
+        params = base(key, input_size, hidden_size)
+        params["bi"] = params["bi"].at[hidden_size : 2 * hidden_size].add(forget_bias)
+        return params
+
+    return CELLS["lstm"]._replace(init=init)
+
+
+CELLS: dict[str, Cell] = {
+    "rnn_tanh": Cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _input_proj, _rnn_recur(jnp.tanh)),
+    "rnn_relu": Cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _input_proj, _rnn_recur(jax.nn.relu)),
+    "gru": Cell(_gated_init(3, True), _zeros_carry(GRUCarry, 1), _input_proj, _gru_recur),
+    "lstm": Cell(_gated_init(4, False), _zeros_carry(LSTMCarry, 2), _input_proj, _lstm_recur),
+}
+
+
+def register_cell(name: str, cell: Cell) -> None:
+    """Add a cell under `name` so configs can select it as `model.cell=name`."""
+    if name in CELLS:
+        raise ValueError(f"cell {name!r} is already registered")
+    CELLS[name] = cell
+
+
+def get_cell(name: str) -> Cell:
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"unknown cell {name!r}; expected one of {sorted(CELLS)}") from None

@@ -1,0 +1,131 @@
+"""The `rnnjax` command: train, eval.
+
+    rnnjax train [--config configs/ptb.py:small] [--workdir DIR] [--config.KEY=VALUE ...]
+    rnnjax eval --workdir DIR [--split valid|test]
+
+`rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
+into a fresh directory under ./runs and says where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+
+from rnnjax import config as config_lib
+from rnnjax.data import DataError, load_corpus, resolve_data_dir
+
+QUICKSTART = "quickstart"
+
+
+def _split_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """`--config.train.max_steps=100` or `--config.train.max_steps 100` -> {'train.max_steps': '100'}."""
+    overrides, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--config."):
+            parser.error(f"unrecognized argument {arg!r}")
+        key, eq, value = arg[len("--config."):].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                parser.error(f"{arg} needs a value")
+            value, i = extra[i + 1], i + 1
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _config_path(spec: str) -> str:
+    """`quickstart` or `ptb:small` name a shipped config; anything else is a path."""
+    path, colon, preset = spec.partition(":")
+    if not path.endswith(".py") and not Path(path).exists():
+        shipped = Path(__file__).resolve().parent.parent / "configs" / f"{path}.py"
+        if shipped.is_file():
+            return f"{shipped}{colon}{preset}"
+    return spec
+
+
+def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDict:
+    config = config_lib.apply_overrides(config_lib.load(_config_path(spec)), overrides)
+    config_lib.validate(config)
+    return config
+
+
+def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import checkpoint, train
+
+    config = resolve_config(args.config, overrides)
+    if args.workdir:
+        workdir = Path(args.workdir)
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = Path("runs") / f"{Path(args.config.partition(':')[0]).stem}-{stamp}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {workdir}")
+    corpus = load_corpus(config, resolve_data_dir(args.data_dir))
+    config_lib.save(config, workdir / "config.json")
+    (workdir / "vocab.json").write_text(json.dumps(corpus.vocab, ensure_ascii=False))
+    summary = train.train(config, corpus, workdir, on_done=lambda state: checkpoint.save_final(workdir, state))
+    print(f"valid ppl {summary['valid_ppl']:.3f}, test ppl {summary['test_ppl']:.3f} "
+          f"({summary['steps']:,} steps, {summary['tokens_per_s']:,.0f} tokens/s, {summary['wall_s']:.0f} s)")
+    if summary["floor_ppl"] is not None:
+        gap = summary["valid_ppl"] / summary["floor_ppl"] - 1
+        print(f"source floor ppl {summary['floor_ppl']:.3f}: valid ppl is {100 * gap:.1f}% above it")
+    print(f"wrote {workdir / 'summary.json'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import checkpoint, train
+    from rnnjax.model import make_lm
+
+    workdir = Path(args.workdir)
+    if not (workdir / "config.json").is_file():
+        raise DataError(f"{workdir}: no config.json; is this a run directory?")
+    config = config_lib.from_json(workdir / "config.json")
+    corpus = load_corpus(config, resolve_data_dir(args.data_dir))
+    lm = make_lm(config, corpus.vocab_size)
+    params = checkpoint.restore_params(workdir, lm.init)
+    nll = train.evaluate(lm, train.make_eval_step(lm), params, corpus.splits[args.split], config)
+    print(json.dumps({"split": args.split, "loss": nll, "perplexity": math.exp(nll), "bpt": nll / math.log(2)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnjax", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a model; with no flags, the quickstart")
+    p.add_argument("--config", default=QUICKSTART, help="config file[:preset], e.g. configs/ptb.py:small")
+    p.add_argument("--workdir", help="run directory (default: a fresh one under ./runs)")
+    p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a trained run")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = _split_overrides(extra, parser)
+    try:
+        return args.func(args, overrides)
+    except (config_lib.ConfigError, DataError) as e:
+        print(f"rnnjax: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "NonFiniteLoss":
+            raise
+        print(f"rnnjax: error: {e}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

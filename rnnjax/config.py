@@ -1,0 +1,214 @@
+"""Config files (`configs/NAME.py[:PRESET]`), `--config.KEY=VALUE` overrides, and checks.
+
+A config file defines `get_config(preset: str | None = None) -> ml_collections.ConfigDict`,
+in the style of Flax examples and big_vision. `defaults()` holds every key a run reads;
+config files start from it and change values, so the key set is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from pathlib import Path
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; its message is one line meant for the user."""
+
+
+def defaults() -> ConfigDict:
+    """Every key a training run reads, with its default value."""
+    c = ConfigDict()
+    c.seed = 0
+
+    c.data = ConfigDict()
+    c.data.corpus = "synthetic"  # see rnnjax.data.CORPORA
+    c.data.encoding = "utf-8"
+    c.data.sampling = "contiguous"  # "contiguous" (Zaremba) | "random" (d2l random offset)
+    c.data.synthetic_vocab_size = 24
+    c.data.synthetic_branching = 3
+    c.data.synthetic_train_tokens = 400_000
+    c.data.synthetic_eval_tokens = 40_000
+
+    c.model = ConfigDict()
+    c.model.cell = "lstm"
+    c.model.num_layers = 2
+    c.model.hidden_size = 200
+    c.model.layer_sizes = ()  # per-layer hidden sizes; () means hidden_size for every layer
+    c.model.embed_size = 0  # 0: same as the first layer's hidden size
+    c.model.dropout = 0.0
+    c.model.dropout_type = "zaremba"  # "zaremba" (mask per step) | "variational" (per sequence)
+    c.model.tie_embeddings = False
+    c.model.init_scale = 0.0  # >0: every parameter ~ U(-init_scale, init_scale) (Zaremba)
+    c.model.forget_bias = 0.0  # added to the LSTM forget-gate bias at init
+    c.model.scan_unroll = 1
+
+    c.train = ConfigDict()
+    c.train.batch_size = 20
+    c.train.seq_len = 20
+    c.train.num_epochs = 1
+    c.train.max_steps = -1  # >0 caps the run whatever num_epochs says
+    c.train.optimizer = "sgd"  # "sgd" | "adam" | "adamw"
+    c.train.learning_rate = 1.0
+    c.train.weight_decay = 0.0
+    c.train.clip_norm = 5.0  # global-norm clipping; 0 disables
+    c.train.schedule = "constant"  # "constant" | "step" | "cosine" | "warmup_cosine"
+    c.train.decay_after_epochs = 0  # "step": lr constant for this many epochs, then decays
+    c.train.decay_rate = 1.0  # "step": lr multiplier per epoch after that
+    c.train.warmup_steps = 0
+    c.train.time_sum_loss = False  # objective = per-token mean loss x seq_len (Zaremba's)
+    c.train.log_every = 100
+
+    c.eval = ConfigDict()
+    c.eval.batch_size = 1  # 1: each split read as one stream, every token scored
+    c.eval.seq_len = 500  # chunk length for evaluation (state carried between chunks)
+    c.eval.every_epochs = 1
+    return c
+
+
+def load(spec: str) -> ConfigDict:
+    """Load `path/to/config.py[:preset]` and return its locked ConfigDict."""
+    path_str, _, preset = spec.partition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise ConfigError(f"config file {path_str!r} not found")
+    module_spec = importlib.util.spec_from_file_location(f"rnnjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path_str!r} defines no get_config()")
+    presets = getattr(module, "PRESETS", None)
+    if preset and presets is not None and preset not in presets:
+        raise ConfigError(f"config file {path_str!r} has no preset {preset!r}; presets: {', '.join(presets)}")
+    config = module.get_config(preset or None)
+    check_keys(config)
+    config.lock()
+    return config
+
+
+def check_keys(config: ConfigDict) -> None:
+    """Refuse keys that no run reads (a typo in a config file would otherwise be ignored)."""
+    known = set(flatten(defaults()))
+    for key in flatten(config):
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
+
+
+def flatten(config: ConfigDict, prefix: str = "") -> dict:
+    """{'train.batch_size': 20, ...} for every leaf of `config`."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ConfigDict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _suggest(key: str, known) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _parse_value(text: str, current):
+    """Turn the override text into the type of the key's current value."""
+    if isinstance(current, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("expected true or false")
+    if isinstance(current, str):
+        return text
+    value = ast.literal_eval(text)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, (list, int)):
+        value = tuple(value) if isinstance(value, list) else (value,)
+    if type(value) is not type(current):
+        raise ValueError(f"expected {type(current).__name__}, got {type(value).__name__}")
+    return value
+
+
+def apply_overrides(config: ConfigDict, overrides: dict[str, str]) -> ConfigDict:
+    """Apply {'train.max_steps': '1000', ...} to a copy of `config`; one-line errors."""
+    config = ConfigDict(config.to_dict())
+    known = flatten(config)
+    for key, text in overrides.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
+        try:
+            value = _parse_value(text, known[key])
+        except (ValueError, SyntaxError) as e:
+            raise ConfigError(f"bad value {text!r} for config key {key!r}: {e}") from None
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    config.lock()
+    return config
+
+
+def validate(config: ConfigDict) -> None:
+    """Check values that must hold for any run; the message names the key."""
+    checks = [
+        ("model.num_layers", config.model.num_layers >= 1, "at least 1"),
+        ("model.hidden_size", config.model.hidden_size >= 1, "at least 1"),
+        ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
+        ("model.dropout_type", config.model.dropout_type in ("zaremba", "variational"), "'zaremba' or 'variational'"),
+        ("model.layer_sizes", len(config.model.layer_sizes) in (0, config.model.num_layers), "empty or one size per layer"),
+        ("train.batch_size", config.train.batch_size >= 1, "at least 1"),
+        ("train.seq_len", config.train.seq_len >= 1, "at least 1"),
+        ("train.learning_rate", config.train.learning_rate > 0, "positive"),
+        ("train.clip_norm", config.train.clip_norm >= 0, "0 (off) or positive"),
+        ("train.optimizer", config.train.optimizer in ("sgd", "adam", "adamw"), "'sgd', 'adam' or 'adamw'"),
+        ("train.schedule", config.train.schedule in ("constant", "step", "cosine", "warmup_cosine"),
+         "'constant', 'step', 'cosine' or 'warmup_cosine'"),
+        ("data.sampling", config.data.sampling in ("contiguous", "random"), "'contiguous' or 'random'"),
+        ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
+        ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            raise ConfigError(f"config key {key!r} = {node!r}: expected {expected}")
+
+
+def layer_sizes(config: ConfigDict) -> list[int]:
+    m = config.model
+    return list(m.layer_sizes) if m.layer_sizes else [m.hidden_size] * m.num_layers
+
+
+def save(config: ConfigDict, path: Path) -> None:
+    from rnnjax.run_files import write_json_atomic
+
+    write_json_atomic(path, config.to_dict())
+
+
+def from_json(path: Path) -> ConfigDict:
+    """The config a run saved in its directory, with tuples restored."""
+    saved = json.loads(Path(path).read_text())
+    base = flatten(defaults())
+    config = defaults()
+    for key, value in flatten(ConfigDict(saved)).items():
+        if key not in base:
+            raise ConfigError(f"{path}: unknown config key {key!r}{_suggest(key, base)}")
+        if isinstance(base[key], tuple):
+            value = tuple(value)
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    config.lock()
+    return config

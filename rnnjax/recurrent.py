@@ -1,0 +1,134 @@
+"""Running cells over sequences: one `unroll` over `jax.lax.scan`, and layer stacks.
+
+Everything is time-major: inputs [T, B, ...]. Per-example `lengths` [B] make padded
+steps inert: at t >= lengths[b] the carry is passed through unchanged and the output is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import Cell, Params
+
+Array = jax.Array
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    carry: Any,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    scan_unroll: int = 1,
+) -> tuple[Any, Array]:
+    """Run `cell` over `xs` [T, B, I]; returns (final carry, outputs [T, B, H]).
+
+    Equivalent Python loop (without `lengths`):
+
+        xp = cell.input_proj(params, xs)          # one matmul for all T steps
+        ys = []
+        for t in (reversed(range(T)) if reverse else range(T)):
+            carry, y = cell.recur(params, carry, xp[t])
+            ys.append(y)
+        return carry, stack(ys in time order)
+
+    With `lengths`, step t of example b only updates when t < lengths[b]; with
+    `reverse=True` each example is therefore read from its last real step down to 0.
+    """
+    xp = cell.input_proj(params, xs)
+    if lengths is None:
+
+        def body(c, x_t):
+            return cell.recur(params, c, x_t)
+
+        return jax.lax.scan(body, carry, xp, reverse=reverse, unroll=scan_unroll)
+
+    steps = jnp.arange(xs.shape[0])
+
+    def masked_body(c, inp):
+        x_t, t = inp
+        new_c, y = cell.recur(params, c, x_t)
+        live = (t < lengths)[:, None]
+        new_c = jax.tree.map(lambda n, o: jnp.where(live, n, o), new_c, c)
+        return new_c, jnp.where(live, y, jnp.zeros_like(y))
+
+    return jax.lax.scan(masked_body, carry, (xp, steps), reverse=reverse, unroll=scan_unroll)
+
+
+def dropout_mask(key: Array, rate: float, shape: tuple) -> Array:
+    """Inverted-dropout multiplier: 0 with probability `rate`, else 1/(1-rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(jnp.float32) / (1.0 - rate)
+
+
+def apply_dropout(key: Array | None, rate: float, x: Array, variational: bool) -> Array:
+    """Dropout on a [T, B, D] activation; off when `key` is None or `rate` is 0.
+
+    Zaremba-style (`variational=False`) draws a fresh mask per time step; variational
+    dropout (Gal & Ghahramani) draws one mask per sequence, shared by all time steps.
+    """
+    if key is None or rate == 0.0:
+        return x
+    shape = (1, *x.shape[1:]) if variational else x.shape
+    return x * dropout_mask(key, rate, shape).astype(x.dtype)
+
+
+def init_stack(cell: Cell, key: Array, input_size: int, sizes: Sequence[int]) -> list[Params]:
+    """Parameters for a stack of layers with hidden sizes `sizes` (may differ per layer)."""
+    keys = jax.random.split(key, len(sizes))
+    params, n_in = [], input_size
+    for k, h in zip(keys, sizes):
+        params.append(cell.init(k, n_in, h))
+        n_in = h
+    return params
+
+
+def stack_initial_carry(cell: Cell, batch_size: int, sizes: Sequence[int]) -> list[Any]:
+    return [cell.initial_carry((batch_size,), h) for h in sizes]
+
+
+def run_stack(
+    cell: Cell,
+    params: Sequence[Params],
+    carries: Sequence[Any],
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    dropout: float = 0.0,
+    variational: bool = False,
+    key: Array | None = None,
+    scan_unroll: int = 1,
+) -> tuple[list[Any], Array]:
+    """Run a layer stack over `xs` [T, B, I]; returns (carries, top-layer outputs).
+
+    Dropout (when `key` is given) sits on the non-recurrent connections only, as in
+    Zaremba et al. 2014: on each layer's input and on the top layer's output.
+    """
+    keys = [None] * (len(params) + 1) if key is None else list(jax.random.split(key, len(params) + 1))
+    new_carries = []
+    h = xs
+    for layer_params, carry, k in zip(params, carries, keys):
+        h = apply_dropout(k, dropout, h, variational)
+        carry, h = unroll(cell, layer_params, carry, h, lengths=lengths, scan_unroll=scan_unroll)
+        new_carries.append(carry)
+    return new_carries, apply_dropout(keys[-1], dropout, h, variational)
+
+
+def run_bidirectional(
+    cell: Cell,
+    params: tuple[Params, Params],
+    carries: tuple[Any, Any],
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    scan_unroll: int = 1,
+) -> tuple[tuple[Any, Any], Array]:
+    """One bidirectional layer: forward and reverse unrolls, outputs concatenated [T, B, 2H]."""
+    fwd_c, fwd_y = unroll(cell, params[0], carries[0], xs, lengths=lengths, scan_unroll=scan_unroll)
+    bwd_c, bwd_y = unroll(cell, params[1], carries[1], xs, lengths=lengths, reverse=True, scan_unroll=scan_unroll)
+    return (fwd_c, bwd_c), jnp.concatenate([fwd_y, bwd_y], axis=-1)
