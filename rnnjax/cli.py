@@ -1,7 +1,8 @@
-"""The `rnnjax` command: train, eval.
+"""The `rnnjax` command: train, eval, sample.
 
     rnnjax train [--config configs/ptb.py:small] [--workdir DIR] [--config.KEY=VALUE ...]
     rnnjax eval --workdir DIR [--split valid|test]
+    rnnjax sample --workdir DIR --prime TEXT [--length N] [--temperature T] [--top-k K] [--top-p P] ...
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
 into a fresh directory under ./runs and says where.
@@ -95,6 +96,21 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    import jax
+
+    from rnnjax import sampling
+
+    if args.length < 1 or args.num_samples < 1:
+        raise config_lib.ConfigError("--length and --num-samples must be at least 1")
+    _, vocab, lm, params = sampling.load_run(Path(args.workdir), args.checkpoint)
+    s = sampling.Sampler(args.temperature, args.top_k, args.top_p, args.greedy)
+    texts = sampling.sample_text(lm, params, vocab, sampling.token_level(vocab), args.prime, args.length,
+                                 jax.random.key(args.seed), s, args.num_samples, args.oov)
+    print("\n\n".join(texts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("sample", help="generate text from a trained language model")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--checkpoint", default="latest", help="best | latest | STEP")
+    p.add_argument("--prime", required=True, help="text the model reads before generating")
+    p.add_argument("--length", type=int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this mass (1: all)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--oov", default="error", choices=["error", "unk"],
+                   help="prime tokens outside the vocabulary: an error, or <unk> where the vocabulary has it")
+    p.set_defaults(func=cmd_sample)
     return parser
 
 

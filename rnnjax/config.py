@@ -26,6 +26,7 @@ def defaults() -> ConfigDict:
     """Every key a training run reads, with its default value."""
     c = ConfigDict()
     c.seed = 0
+    c.task = "lm"  # what `rnnjax train` runs: "lm" | "sine" | "echo" | "sentiment" (see rnnjax.tasks)
 
     c.data = ConfigDict()
     c.data.corpus = "synthetic"  # see rnnjax.data.CORPORA
@@ -69,6 +70,27 @@ def defaults() -> ConfigDict:
     c.eval.batch_size = 1  # 1: each split read as one stream, every token scored
     c.eval.seq_len = 500  # chunk length for evaluation (state carried between chunks)
     c.eval.every_epochs = 1
+    c.eval.every_steps = 0  # >0: also evaluate on valid every this many steps (loss-vs-time curves)
+    c.eval.sample_length = 0  # >0: print a sample of this many tokens at each evaluation (char-RNN progress)
+    c.eval.sample_prime = ""  # text the sample starts from; "" means the first token of the training split
+
+    c.sine = ConfigDict()  # task "sine": predict sin at the next point from the previous `window` samples
+    c.sine.window = 10
+    c.sine.spacing = 0.01  # x step between samples
+    c.sine.train_points = 10_000  # x = 0, spacing, ...; test points follow the train range
+    c.sine.test_points = 1_000
+
+    c.echo = ConfigDict()  # task "echo": a random bit stream, target = input delayed by echo_step
+    c.echo.echo_step = 3
+    c.echo.train_length = 50_000  # bits per training epoch (a fresh stream each epoch)
+    c.echo.test_length = 10_000  # bits of fresh data the accuracy is measured on
+
+    c.sentiment = ConfigDict()  # task "sentiment": sentence polarity (rt-polarity), many-to-one
+    c.sentiment.test_fraction = 0.1  # seeded split of all sentences into train / test
+    c.sentiment.valid_fraction = 0.1  # of the train part, held out to pick the epoch kept
+    c.sentiment.min_count = 1  # train words seen fewer times become <unk>
+    c.sentiment.bidirectional = False
+    c.sentiment.pooling = "last"  # "last" (last real step) | "mean" (mean over real steps)
     return c
 
 
@@ -175,6 +197,7 @@ def validate(config: ConfigDict) -> None:
         ("data.sampling", config.data.sampling in ("contiguous", "random"), "'contiguous' or 'random'"),
         ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
         ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
+        ("task", config.task in ("lm", "sine", "echo", "sentiment"), "'lm', 'sine', 'echo' or 'sentiment'"),
     ]
     for key, ok, expected in checks:
         if not ok:

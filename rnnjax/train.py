@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import batching, optim
+from rnnjax import batching, optim, sampling
 from rnnjax.config import ConfigDict
 from rnnjax.data import Corpus
 from rnnjax.model import LanguageModel, make_lm, num_params
@@ -142,7 +142,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     def run_eval(split: str, step: int, epoch: float) -> float:
         nll = evaluate(lm, eval_step, state.params, corpus.splits[split], config)
         metrics_log.write({"step": step, "epoch": epoch, "split": split, "loss": nll, "perplexity": _ppl(nll),
-                           "bpt": nll / math.log(2)})
+                           "bpt": nll / math.log(2), "wall_s": time.time() - start})
         return nll
 
     start = time.time()
@@ -161,14 +161,17 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
             epoch_nll, epoch_n = _record(pending, metrics_log, progress, t.log_every, epoch_nll, epoch_n)
         pending = (step, epoch, metrics)
         last_of_epoch = index == spe - 1
-        if last_of_epoch or step == total_steps - 1:
+        eval_due = config.eval.every_steps > 0 and (step + 1) % config.eval.every_steps == 0
+        if last_of_epoch or step == total_steps - 1 or eval_due:
             epoch_nll, epoch_n = _record(pending, metrics_log, progress, t.log_every, epoch_nll, epoch_n, force=True)
             pending = None
-            if (last_of_epoch and (epoch + 1) % config.eval.every_epochs == 0) or step == total_steps - 1:
+            if eval_due or (last_of_epoch and (epoch + 1) % config.eval.every_epochs == 0) or step == total_steps - 1:
                 valid_nll = run_eval("valid", step + 1, (step + 1) / spe)
                 history.append(_ppl(valid_nll))
                 log(f"epoch {(step + 1) / spe:.2f}: train ppl {_ppl(epoch_nll / max(epoch_n, 1)):.2f}, "
                     f"valid ppl {_ppl(valid_nll):.3f}")
+                if config.eval.sample_length > 0:
+                    log(sampling.progress_sample(lm, state.params, corpus, config, step + 1))
             if last_of_epoch:
                 epoch_nll, epoch_n = 0.0, 0
     train_wall = time.time() - start
