@@ -3,6 +3,8 @@
     rnnjax train [--config configs/ptb.py:small] [--workdir DIR] [--config.KEY=VALUE ...]
     rnnjax eval --workdir DIR [--split valid|test]
     rnnjax sample --workdir DIR --prime TEXT [--length N] [--temperature T] [--top-k K] [--top-p P] ...
+    rnnjax data fetch CORPUS... [--data-dir D] [--mirror URL]
+    rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
 into a fresh directory under ./runs and says where.
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from rnnjax import config as config_lib
-from rnnjax.data import DataError, load_corpus, resolve_data_dir
+from rnnjax.data import DataError, check_vocab, load_corpus, resolve_data_dir, save_vocab
 
 QUICKSTART = "quickstart"
 
@@ -69,7 +71,7 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     print(f"run directory: {workdir}")
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
     config_lib.save(config, workdir / "config.json")
-    (workdir / "vocab.json").write_text(json.dumps(corpus.vocab, ensure_ascii=False))
+    save_vocab(workdir / "vocab.json", corpus.vocab)
     summary = train.train(config, corpus, workdir, on_done=lambda state: checkpoint.save_final(workdir, state))
     print(f"valid ppl {summary['valid_ppl']:.3f}, test ppl {summary['test_ppl']:.3f} "
           f"({summary['steps']:,} steps, {summary['tokens_per_s']:,.0f} tokens/s, {summary['wall_s']:.0f} s)")
@@ -89,6 +91,7 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         raise DataError(f"{workdir}: no config.json; is this a run directory?")
     config = config_lib.from_json(workdir / "config.json")
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
+    check_vocab(workdir / "vocab.json", corpus.vocab)
     lm = make_lm(config, corpus.vocab_size)
     params = checkpoint.restore_params(workdir, lm.init)
     nll = train.evaluate(lm, train.make_eval_step(lm), params, corpus.splits[args.split], config)
@@ -108,6 +111,22 @@ def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     texts = sampling.sample_text(lm, params, vocab, sampling.token_level(vocab), args.prime, args.length,
                                  jax.random.key(args.seed), s, args.num_samples, args.oov)
     print("\n\n".join(texts))
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import fetch
+
+    for corpus in args.corpus:
+        fetch.fetch(corpus, resolve_data_dir(args.data_dir), fetch.resolve_mirror(args.mirror))
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax.data import corpus_stats
+
+    config = config_lib.apply_overrides(config_lib.defaults(), {"data.corpus": args.corpus, **overrides})
+    print(json.dumps(corpus_stats(config, resolve_data_dir(args.data_dir)), ensure_ascii=False))
     return 0
 
 
@@ -138,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oov", default="error", choices=["error", "unk"],
                    help="prime tokens outside the vocabulary: an error, or <unk> where the vocabulary has it")
     p.set_defaults(func=cmd_sample)
+    data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
+        dest="data_command", required=True)
+    p = data_sub.add_parser("fetch", help="download, verify (SHA-256) and store corpora in the data directory")
+    p.add_argument("corpus", nargs="+", help="e.g. ptb tinyshakespeare (see rnnjax.fetch.REGISTRY)")
+    p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
+    p.add_argument("--mirror", help="base URL holding the data-directory layout (default: $RNNJAX_DATA_MIRROR)")
+    p.set_defaults(func=cmd_data_fetch)
+    p = data_sub.add_parser("stats", help="print one JSON object: tokens per split, vocabulary, files, checksums")
+    p.add_argument("corpus", help="a data.corpus value, e.g. ptb, text:notes.txt; --config.data.KEY=VALUE apply")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_data_stats)
     return parser
 
 

@@ -30,8 +30,13 @@ def defaults() -> ConfigDict:
 
     c.data = ConfigDict()
     c.data.corpus = "synthetic"  # see rnnjax.data.CORPORA
-    c.data.encoding = "utf-8"
-    c.data.sampling = "contiguous"  # "contiguous" (Zaremba) | "random" (d2l random offset)
+    c.data.encoding = "utf-8"  # of the corpus files; e.g. "latin-1" for rt-polarity
+    c.data.sampling = "contiguous"  # "contiguous" (Zaremba) | "sequential" (d2l, offset per epoch) | "random" (d2l)
+    c.data.split_fractions = (0.9, 0.05, 0.05)  # train/valid/test of one-file corpora, contiguous runs
+    c.data.char_oov = "unk"  # char level: valid/test chars unseen in train -> "unk" (<unk> token) | "error"
+    c.data.text_level = "char"  # tokens of text:PATH and hub:NAME corpora: "char" | "word" (words + <eos>, <unk>)
+    c.data.timemachine_text = "d2l"  # "d2l": letters only, lower-cased, as d2l does | "raw": every character
+    c.data.hub_text_field = "text"  # column holding the text of a hub:NAME corpus
     c.data.synthetic_vocab_size = 24
     c.data.synthetic_branching = 3
     c.data.synthetic_train_tokens = 400_000
@@ -194,7 +199,8 @@ def validate(config: ConfigDict) -> None:
         ("train.optimizer", config.train.optimizer in ("sgd", "adam", "adamw"), "'sgd', 'adam' or 'adamw'"),
         ("train.schedule", config.train.schedule in ("constant", "step", "cosine", "warmup_cosine"),
          "'constant', 'step', 'cosine' or 'warmup_cosine'"),
-        ("data.sampling", config.data.sampling in ("contiguous", "random"), "'contiguous' or 'random'"),
+        ("data.sampling", config.data.sampling in ("contiguous", "sequential", "random"),
+         "'contiguous', 'sequential' or 'random'"),
         ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
         ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
         ("task", config.task in ("lm", "sine", "echo", "sentiment"), "'lm', 'sine', 'echo' or 'sentiment'"),

@@ -3,22 +3,48 @@
 `load_corpus(config, data_dir)` returns a `Corpus`: one contiguous int32 array per
 split and the vocabulary (built from train only; id order saved as `vocab.json`).
 The data directory is `--data-dir`, else `$RNNJAX_DATA_DIR`, else `~/.cache/rnnjax/data`,
-laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ...
+laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ... (`rnnjax.fetch`).
+
+`data.corpus` is one of
+    ptb              words, Mikolov's split, 10k vocabulary with <unk>, newline -> <eos>
+    ptb_char         characters of the same files: words joined by '_', newline -> <eos>
+    tinyshakespeare, anna, jaychou, timemachine   characters of one file, split contiguously
+    text:PATH        a user's file, or a directory holding train.txt/valid.txt/test.txt
+                     (else every *.txt in it, in name order); `data.text_level` word|char
+    hub:NAME[:CONFIG]  a Hugging Face hub dataset that `datasets` loads without a script
+    synthetic        the generated corpus with a known perplexity floor
+Single-file corpora are cut into train/valid/test as contiguous runs of tokens in the
+fractions `data.split_fractions` (90/5/5). Line ends are normalised to "\\n" (CRLF, CR).
+
+Files are read (on first use) with Hugging Face `datasets` (`load_dataset("text", ...)`);
+the token ids are then cached as .npy under `$RNNJAX_TOKEN_CACHE` (default
+`~/.cache/rnnjax/tokens`), keyed by the files' SHA-256 and every option that changes
+them, so later starts only hash the files and load the arrays.
 """
 
 from __future__ import annotations
 
+import codecs
 import collections
+import hashlib
+import json
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from rnnjax import synthetic
-from rnnjax.config import ConfigDict
+from rnnjax.config import ConfigDict, ConfigError
 
 DATA_DIR_ENV = "RNNJAX_DATA_DIR"
+TOKEN_CACHE_ENV = "RNNJAX_TOKEN_CACHE"
+CACHE_FORMAT = 1  # bump when tokenisation changes, so stale caches are not read
+UNK, EOS, SPACE = "<unk>", "<eos>", "_"
+SPLITS = ("train", "valid", "test")
 
 
 class DataError(ValueError):
@@ -31,10 +57,21 @@ class Corpus(NamedTuple):
     vocab: list[str]
     splits: dict[str, np.ndarray]  # "train" | "valid" | "test" -> int32 token ids
     floor_ppl: float | None = None  # exact perplexity floor, for generated corpora
+    files: dict[str, tuple[str, ...]] | None = None  # split -> files its tokens come from; None if generated
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+
+class Sentences(NamedTuple):
+    """A sentence-level corpus: whitespace tokens of each sentence and its label."""
+
+    name: str
+    sentences: list[list[str]]
+    labels: np.ndarray  # int32 index into label_names
+    label_names: list[str]
+    files: tuple[str, ...]
 
 
 def resolve_data_dir(flag: str | None = None) -> Path:
@@ -45,20 +82,81 @@ def resolve_data_dir(flag: str | None = None) -> Path:
     return Path("~/.cache/rnnjax/data").expanduser()
 
 
-def read_text(path: Path, encoding: str, corpus: str) -> str:
-    """Whole file as text; one-line errors for a missing or wrongly encoded file."""
-    if not path.is_file():
-        raise DataError(
-            f"corpus {corpus!r}: file {path} not found (run `rnnjax data fetch {corpus}` "
-            f"or point --data-dir / ${DATA_DIR_ENV} at a directory holding it)"
-        )
-    raw = path.read_bytes()
+def resolve_token_cache() -> Path:
+    return Path(os.environ.get(TOKEN_CACHE_ENV) or "~/.cache/rnnjax/tokens").expanduser()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def read_texts(files: dict[str, list[Path]], encoding: str, corpus: str) -> dict[str, str]:
+    """Each split's files as one text (files joined on line ends), read with `datasets`.
+
+    One-line errors for a missing or empty file and for bytes that are not `encoding`.
+    """
     try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: not valid {encoding} at byte offset {e.start}; set data.encoding (e.g. 'latin-1')"
-        ) from None
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"config key 'data.encoding' = {encoding!r}: unknown encoding") from None
+    for paths in files.values():
+        for p in paths:
+            if not p.is_file():
+                raise DataError(f"corpus {corpus!r}: file {p} not found")
+            if p.stat().st_size == 0:
+                raise DataError(f"corpus {corpus!r}: file {p} is empty")
+    import datasets
+
+    bars_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset("text", data_files={s: [str(p) for p in ps] for s, ps in files.items()},
+                                   sample_by="document", keep_linebreaks=True, encoding=encoding)
+    except Exception as e:  # datasets wraps the decoder's error; find the file and byte offset ourselves
+        if _caused_by(e, UnicodeDecodeError):
+            _raise_decode_error([p for ps in files.values() for p in ps], encoding)
+        raise
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
+    return {s: _join_lines(ds[s]["text"]) for s in files}
+
+
+def read_text(path: Path, encoding: str, corpus: str) -> str:
+    """Whole file as text (line ends normalised); one-line errors as in `read_texts`."""
+    return read_texts({"train": [path]}, encoding, corpus)["train"]
+
+
+def _caused_by(e: BaseException | None, kind: type) -> bool:
+    while e is not None:
+        if isinstance(e, kind):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _raise_decode_error(paths: list[Path], encoding: str) -> None:
+    for p in paths:
+        try:
+            p.read_bytes().decode(encoding)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not valid {encoding} at byte offset {e.start}; "
+                            f"set data.encoding (e.g. --config.data.encoding=latin-1)") from None
+
+
+def _join_lines(texts: list[str]) -> str:
+    """Concatenate texts, each but the last ending in a newline so lines never merge."""
+    return "".join(t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts))
+
+
+# --- tokens and vocabulary ----------------------------------------------------------------
 
 
 def word_tokens(text: str) -> list[str]:
@@ -66,8 +164,22 @@ def word_tokens(text: str) -> list[str]:
     out = []
     for line in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
         out.extend(line.split())
-        out.append("<eos>")
+        out.append(EOS)
     return out
+
+
+def ptb_char_tokens(text: str) -> list[str]:
+    """PTB as characters: each line's words joined by '_' (a visible space), then `<eos>`."""
+    out = []
+    for line in text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"):
+        out.extend(SPACE.join(line.split()))
+        out.append(EOS)
+    return out
+
+
+def d2l_letters(text: str) -> str:
+    """d2l's Time Machine preprocessing: runs of non-letters become one space; lower case."""
+    return re.sub("[^A-Za-z]+", " ", text).lower()
 
 
 def build_vocab(tokens: list[str]) -> list[str]:
@@ -77,23 +189,151 @@ def build_vocab(tokens: list[str]) -> list[str]:
 
 
 def encode(tokens: list[str], vocab: list[str], where: str) -> np.ndarray:
+    """Token ids; a token outside `vocab` becomes `<unk>`, or is an error if `vocab` has none."""
     index = {t: i for i, t in enumerate(vocab)}
-    unk = index.get("<unk>")
+    unk = index.get(UNK)
     ids = np.empty(len(tokens), np.int32)
     for n, t in enumerate(tokens):
         i = index.get(t, unk)
         if i is None:
-            raise DataError(f"{where}: token {t!r} is not in the training vocabulary and there is no <unk>")
+            raise DataError(f"{where}: token {t!r} (token {n:,} of the split) is not in the training vocabulary; "
+                            f"set data.char_oov='unk' to map such tokens to <unk>")
         ids[n] = i
     return ids
 
 
-def _load_ptb(data_dir: Path, config: ConfigDict) -> Corpus:
-    files = {s: data_dir / "ptb" / f"ptb.{s}.txt" for s in ("train", "valid", "test")}
-    tokens = {s: word_tokens(read_text(p, config.data.encoding, "ptb")) for s, p in files.items()}
+def split_fractions(tokens: list[str], fractions: tuple[float, ...]) -> dict[str, list[str]]:
+    """Contiguous train/valid/test runs of `tokens` in the given fractions (floor; test gets the rest)."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"config key 'data.split_fractions' = {tuple(fractions)!r}: "
+                          f"expected three positive fractions (train, valid, test) summing to 1")
+    n_train = int(len(tokens) * fractions[0])
+    n_valid = int(len(tokens) * fractions[1])
+    return {"train": tokens[:n_train], "valid": tokens[n_train:n_train + n_valid],
+            "test": tokens[n_train + n_valid:]}
+
+
+def make_splits(tokens: dict[str, list[str]], level: str, config: ConfigDict,
+                where: dict[str, str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Vocabulary from train and the encoded splits, with the level's out-of-vocabulary rule.
+
+    Word level always has `<unk>`. Character level adds `<unk>` when `data.char_oov` is
+    'unk'; with 'error' a valid/test character unseen in train is an error.
+    """
     vocab = build_vocab(tokens["train"])
-    splits = {s: encode(t, vocab, str(files[s])) for s, t in tokens.items()}
-    return Corpus("ptb", "word", vocab, splits)
+    oov = config.data.char_oov
+    if oov not in ("unk", "error"):
+        raise ConfigError(f"config key 'data.char_oov' = {oov!r}: expected 'unk' or 'error'")
+    if (level == "word" or oov == "unk") and UNK not in vocab:
+        vocab.append(UNK)
+    return vocab, {s: encode(t, vocab, where[s]) for s, t in tokens.items()}
+
+
+# --- the token-id cache -------------------------------------------------------------------
+
+
+def cached_splits(name: str, key: dict, build: Callable[[], tuple[list[str], dict[str, np.ndarray]]]
+                  ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """`build()` once per `key`; its vocabulary and arrays are kept under the token cache.
+
+    The cache entry is a directory written under a temporary name and renamed into
+    place, so a killed process never leaves a half-written entry.
+    """
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True).encode()).hexdigest()
+    entry = resolve_token_cache() / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{digest[:24]}"
+    if (entry / "vocab.json").is_file():
+        vocab = json.loads((entry / "vocab.json").read_text())
+        return vocab, {s: np.load(entry / f"{s}.npy") for s in SPLITS}
+    vocab, splits = build()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+        for s in SPLITS:
+            np.save(tmp / f"{s}.npy", splits[s])
+        (tmp / "key.json").write_text(json.dumps(key, indent=1, ensure_ascii=False))
+        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process wrote the same entry first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass  # an unwritable cache only costs the next start the same work again
+    return vocab, splits
+
+
+# --- corpora ------------------------------------------------------------------------------
+
+
+def registry_files(corpus: str, data_dir: Path) -> tuple[list[Path], list[str]]:
+    """Paths and checksums of a registered corpus's files, all present and verified.
+
+    Fails at once, naming the fetch command, if any file is missing: training never
+    downloads in the middle of a run.
+    """
+    from rnnjax import fetch
+
+    remotes = fetch.remotes(corpus)
+    paths = [data_dir / r.path for r in remotes]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"corpus {corpus!r}: file {p} not found; run `{fetch.fetch_command(corpus, data_dir)}` "
+                            f"(or point --data-dir / ${DATA_DIR_ENV} at a directory holding it)")
+    for r, p in zip(remotes, paths):
+        fetch.verify(p, r)
+    return paths, [r.sha256 for r in remotes]
+
+
+def _load_ptb(data_dir: Path, config: ConfigDict) -> Corpus:
+    return _ptb(data_dir, config, "ptb", "word", word_tokens)
+
+
+def _load_ptb_char(data_dir: Path, config: ConfigDict) -> Corpus:
+    return _ptb(data_dir, config, "ptb_char", "char", ptb_char_tokens)
+
+
+def _ptb(data_dir: Path, config: ConfigDict, name: str, level: str, tokenize: Callable[[str], list[str]]) -> Corpus:
+    paths, sums = registry_files(name, data_dir)
+    files = dict(zip(SPLITS, paths))
+    key = {"corpus": name, "sha256": sums, "encoding": config.data.encoding, "char_oov": config.data.char_oov}
+
+    def build():
+        texts = read_texts({s: [p] for s, p in files.items()}, config.data.encoding, name)
+        return make_splits({s: tokenize(t) for s, t in texts.items()}, level, config,
+                           {s: str(p) for s, p in files.items()})
+
+    vocab, splits = cached_splits(name, key, build)
+    return Corpus(name, level, vocab, splits, files={s: (str(p),) for s, p in files.items()})
+
+
+def _single_file_chars(name: str, preprocess: Callable[[str], str] = lambda t: t, option: str = ""):
+    """Loader of a registered one-file character corpus, split by `data.split_fractions`."""
+
+    def load(data_dir: Path, config: ConfigDict) -> Corpus:
+        (path,), sums = registry_files(name, data_dir)
+        return _chars_of_file(name, path, sums[0], config, preprocess, option)
+
+    return load
+
+
+def _chars_of_file(name: str, path: Path, sha: str, config: ConfigDict, preprocess: Callable[[str], str],
+                   option: str = "") -> Corpus:
+    d = config.data
+    key = {"corpus": name, "sha256": [sha], "encoding": d.encoding, "char_oov": d.char_oov,
+           "fractions": list(d.split_fractions), "option": option}
+
+    def build():
+        tokens = list(preprocess(read_text(path, d.encoding, name)))
+        return make_splits(split_fractions(tokens, d.split_fractions), "char", config, dict.fromkeys(SPLITS, str(path)))
+
+    vocab, splits = cached_splits(name, key, build)
+    return Corpus(name, "char", vocab, splits, files=dict.fromkeys(SPLITS, (str(path),)))
+
+
+def _load_timemachine(data_dir: Path, config: ConfigDict) -> Corpus:
+    mode = config.data.timemachine_text
+    if mode not in ("d2l", "raw"):
+        raise ConfigError(f"config key 'data.timemachine_text' = {mode!r}: expected 'd2l' or 'raw'")
+    return _single_file_chars("timemachine", d2l_letters if mode == "d2l" else lambda t: t, mode)(data_dir, config)
 
 
 def _load_synthetic(data_dir: Path, config: ConfigDict) -> Corpus:
@@ -103,21 +343,207 @@ def _load_synthetic(data_dir: Path, config: ConfigDict) -> Corpus:
     return Corpus("synthetic", "symbol", synthetic.symbols(d.synthetic_vocab_size), out["splits"], out["floor_ppl"])
 
 
+def _load_text(spec: str, config: ConfigDict) -> Corpus:
+    """`text:PATH`: one file (split by fractions) or a directory (given splits, else all *.txt)."""
+    name, d = f"text:{spec}", config.data
+    level = d.text_level
+    if level not in ("word", "char"):
+        raise ConfigError(f"config key 'data.text_level' = {level!r}: expected 'word' or 'char'")
+    root = Path(spec).expanduser()
+    if root.is_dir():
+        given = {s: root / f"{s}.txt" for s in SPLITS}
+        if given["train"].is_file():
+            files = {s: [p] for s, p in given.items()}
+        else:
+            txts = sorted(p for p in root.glob("*.txt") if p.is_file())
+            if not txts:
+                raise DataError(f"corpus {name!r}: directory {root} holds no train.txt and no *.txt files")
+            files = {"train": txts}
+    elif root.is_file():
+        files = {"train": [root]}
+    else:
+        raise DataError(f"corpus {name!r}: {root} is neither a file nor a directory")
+    for s, ps in files.items():
+        for p in ps:
+            if not p.is_file():
+                raise DataError(f"corpus {name!r}: file {p} not found (a directory with train.txt needs "
+                                f"valid.txt and test.txt too)")
+    sums = {s: [file_sha256(p) for p in ps] for s, ps in files.items()}
+    key = {"corpus": "text", "sha256": sums, "encoding": d.encoding, "level": level, "char_oov": d.char_oov,
+           "fractions": list(d.split_fractions) if len(files) == 1 else None}
+    tokenize = word_tokens if level == "word" else list
+
+    def build():
+        texts = read_texts(files, d.encoding, name)
+        if len(files) == 1:
+            tokens = split_fractions(tokenize(texts["train"]), d.split_fractions)
+            where = dict.fromkeys(SPLITS, ", ".join(map(str, files["train"])))
+        else:
+            tokens = {s: tokenize(t) for s, t in texts.items()}
+            where = {s: str(ps[0]) for s, ps in files.items()}
+        return make_splits(tokens, level, config, where)
+
+    vocab, splits = cached_splits(f"text-{root.name}", key, build)
+    per_split = files if len(files) == 3 else dict.fromkeys(SPLITS, files["train"])
+    return Corpus(name, level, vocab, splits, files={s: tuple(map(str, ps)) for s, ps in per_split.items()})
+
+
+def _load_hub(spec: str, config: ConfigDict) -> Corpus:
+    """`hub:NAME[:CONFIG]`: a hub dataset's text column; its train/validation/test splits if it has them."""
+    name, d = f"hub:{spec}", config.data
+    repo, _, subset = spec.partition(":")
+    level = d.text_level
+    if level not in ("word", "char"):
+        raise ConfigError(f"config key 'data.text_level' = {level!r}: expected 'word' or 'char'")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(repo, subset or None)
+    except Exception as e:  # datasets raises many kinds (offline, not found, no script support); report one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        offline = " (HF_DATASETS_OFFLINE is set)" if os.environ.get("HF_DATASETS_OFFLINE") else ""
+        raise DataError(f"corpus {name!r}: Hugging Face datasets cannot load it{offline}: "
+                        f"{type(e).__name__}: {first}") from None
+    aliases = {"train": "train", "valid": "validation" if "validation" in ds else "valid", "test": "test"}
+    field = d.hub_text_field
+    if field not in ds["train"].column_names:
+        raise ConfigError(f"config key 'data.hub_text_field' = {field!r}: corpus {name!r} has columns "
+                          f"{ds['train'].column_names}")
+    have = [s for s in SPLITS if aliases[s] in ds]
+    key = {"corpus": name, "fingerprints": {s: ds[aliases[s]]._fingerprint for s in have}, "level": level,
+           "char_oov": d.char_oov, "field": field,
+           "fractions": list(d.split_fractions) if len(have) < 3 else None}
+    tokenize = word_tokens if level == "word" else list
+
+    def build():
+        texts = {s: _join_lines(ds[aliases[s]][field]) for s in have}
+        if len(have) < 3:
+            tokens = split_fractions(tokenize(texts["train"]), d.split_fractions)
+        else:
+            tokens = {s: tokenize(t) for s, t in texts.items()}
+        return make_splits(tokens, level, config, {s: f"{name} {s}" for s in SPLITS})
+
+    vocab, splits = cached_splits(f"hub-{repo}", key, build)
+    files = {s: (f"{name} {aliases[s] if len(have) == 3 else 'train'}",) for s in SPLITS}
+    return Corpus(name, level, vocab, splits, files=files)
+
+
 LOADERS = {
     "ptb": _load_ptb,
+    "ptb_char": _load_ptb_char,
+    "tinyshakespeare": _single_file_chars("tinyshakespeare"),
+    "anna": _single_file_chars("anna"),
+    "jaychou": _single_file_chars("jaychou"),
+    "timemachine": _load_timemachine,
     "synthetic": _load_synthetic,
 }
+SOURCE_LOADERS = {"text": _load_text, "hub": _load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`
+CORPORA = (*LOADERS, "text:PATH", "hub:NAME[:CONFIG]")
 
 
-def load_corpus(config: ConfigDict, data_dir: Path) -> Corpus:
+def load_corpus(config: ConfigDict, data_dir: Path, check_size: bool = True) -> Corpus:
+    """The corpus `data.corpus`; with `check_size`, each split must fill one train/eval batch."""
     name = config.data.corpus
-    if name not in LOADERS:
-        raise DataError(f"config key 'data.corpus' = {name!r}: expected one of {sorted(LOADERS)}")
-    corpus = LOADERS[name](data_dir, config)
-    need = config.train.batch_size * (config.train.seq_len + 1)
-    if len(corpus.splits["train"]) < need:
-        raise DataError(
-            f"corpus {name!r}: train split has {len(corpus.splits['train'])} tokens, fewer than one batch needs "
-            f"(train.batch_size x (train.seq_len + 1) = {need})"
-        )
+    prefix, colon, spec = name.partition(":")
+    if colon and prefix in SOURCE_LOADERS:
+        corpus = SOURCE_LOADERS[prefix](spec, config)
+    elif name in LOADERS:
+        corpus = LOADERS[name](data_dir, config)
+    else:
+        hint = " (a sentence-level corpus: see load_sentences)" if name in SENTENCE_LOADERS else ""
+        raise DataError(f"config key 'data.corpus' = {name!r}{hint}: expected one of {', '.join(CORPORA)}")
+    if check_size:
+        need = {"train": (config.train.batch_size * (config.train.seq_len + 1),
+                          "train.batch_size x (train.seq_len + 1)"),
+                "valid": (2 * config.eval.batch_size, "2 x eval.batch_size"),
+                "test": (2 * config.eval.batch_size, "2 x eval.batch_size")}
+        for split, (n, rule) in need.items():
+            have = len(corpus.splits[split])
+            if have < n:
+                raise DataError(f"corpus {name!r}: {split} split has {have:,} tokens, fewer than one batch needs "
+                                f"({rule} = {n:,})")
     return corpus
+
+
+# --- sentence-level corpora ---------------------------------------------------------------
+
+
+def _load_rt_polarity(data_dir: Path, config: ConfigDict) -> Sentences:
+    """Pang & Lee's sentence polarity v1.0: label 0 = rt-polarity.neg, 1 = rt-polarity.pos."""
+    paths, _ = registry_files("rt-polarity", data_dir)
+    by_name = {p.suffix[1:]: p for p in paths}
+    texts = read_texts({label: [by_name[label]] for label in ("neg", "pos")}, config.data.encoding, "rt-polarity")
+    sentences, labels = [], []
+    for label, name in enumerate(("neg", "pos")):
+        lines = [line.split() for line in texts[name].split("\n")]
+        lines = [words for words in lines if words]
+        sentences += lines
+        labels += [label] * len(lines)
+    return Sentences("rt-polarity", sentences, np.asarray(labels, np.int32), ["neg", "pos"],
+                     (str(by_name["neg"]), str(by_name["pos"])))
+
+
+SENTENCE_LOADERS = {"rt-polarity": _load_rt_polarity}
+
+
+def load_sentences(config: ConfigDict, data_dir: Path) -> Sentences:
+    """The sentence-level corpus `data.corpus` (e.g. 'rt-polarity' with data.encoding='latin-1')."""
+    name = config.data.corpus
+    if name not in SENTENCE_LOADERS:
+        raise DataError(f"config key 'data.corpus' = {name!r}: expected a sentence corpus, one of "
+                        f"{', '.join(SENTENCE_LOADERS)}")
+    return SENTENCE_LOADERS[name](data_dir, config)
+
+
+# --- vocabulary files and statistics ------------------------------------------------------
+
+
+def save_vocab(path: Path, vocab: list[str]) -> None:
+    from rnnjax.run_files import write_json_atomic
+
+    write_json_atomic(path, vocab)
+
+
+def check_vocab(path: Path, vocab: list[str]) -> None:
+    """One-line error unless the vocabulary saved at `path` is exactly `vocab` (same ids)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read the saved vocabulary ({type(e).__name__})") from None
+    if saved != vocab:
+        i = next((i for i, (a, b) in enumerate(zip(saved, vocab)) if a != b), min(len(saved), len(vocab)))
+        a = saved[i] if i < len(saved) else "(end)"
+        b = vocab[i] if i < len(vocab) else "(end)"
+        raise DataError(f"{path}: saved vocabulary ({len(saved):,} tokens) does not match this corpus's "
+                        f"({len(vocab):,} tokens): id {i} is {a!r} there, {b!r} here; "
+                        f"check data.corpus and the data.* keys")
+
+
+def corpus_stats(config: ConfigDict, data_dir: Path) -> dict:
+    """What `rnnjax data stats` prints: per split tokens, types and files; vocabulary; checksums."""
+    name = config.data.corpus
+    if name in SENTENCE_LOADERS:
+        s = load_sentences(config, data_dir)
+        tokens = [t for words in s.sentences for t in words]
+        return {"corpus": name, "level": "sentence", "encoding": config.data.encoding,
+                "sentences": {label: int((s.labels == i).sum()) for i, label in enumerate(s.label_names)},
+                "tokens": len(tokens), "vocab_size": len(set(tokens)),
+                "files": {f: file_sha256(Path(f)) for f in s.files}}
+    c = load_corpus(config, data_dir, check_size=False)
+    out = {"corpus": c.name, "level": c.level, "vocab_size": c.vocab_size, "splits": {}}
+    unk = c.vocab.index(UNK) if UNK in c.vocab else None
+    for split, ids in c.splits.items():
+        row = {"tokens": len(ids), "types": len(np.unique(ids))}
+        if unk is not None:
+            row["unk_tokens"] = int((ids == unk).sum())
+        if c.files:
+            row["files"] = list(c.files[split])
+        out["splits"][split] = row
+    if c.floor_ppl is not None:
+        out["floor_ppl"] = c.floor_ppl
+    if c.files:
+        paths = sorted({f for fs in c.files.values() for f in fs})
+        out["files"] = {f: file_sha256(Path(f)) for f in paths if Path(f).is_file()}
+        if len({fs for fs in c.files.values()}) == 1:
+            out["split"] = f"contiguous fractions {tuple(config.data.split_fractions)} of the token sequence"
+    return out
