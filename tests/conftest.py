@@ -20,10 +20,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory) -> Path:
+    """One token-id cache for the whole session, so each corpus is tokenised once."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
+def _offline(monkeypatch, tmp_path, token_cache):
     """Tests never download: the data dir is ../shared/data and Hugging Face is offline."""
     monkeypatch.setenv("RNNJAX_DATA_DIR", str(SHARED_DATA))
+    monkeypatch.setenv("RNNJAX_TOKEN_CACHE", str(token_cache))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
