@@ -46,6 +46,14 @@ class Cell(NamedTuple):
     initial_carry: Callable[[tuple, int], Any]
     input_proj: Callable[[Params, Array], Array]
     recur: Callable[[Params, Any, Array], tuple[Any, Array]]
+    # Optional split of `recur` for `unroll(..., fast=True)`'s custom VJP:
+    # recur(params, carry, xp) == core(carry, xp, hidden_proj(params, carry.h)), where
+    # `hidden_proj` is linear in h (row-wise) and `core` has no parameters.
+    hidden_proj: Callable[[Params, Array], Array] | None = None
+    core: Callable[[Any, Array, Array], tuple[Any, Array]] | None = None
+    # Optional whole-sequence form (carry, xp [T, B, G]) -> (carry, ys) equal to scanning
+    # `recur`, for cells whose recurrence is linear in the carry (min_gru, min_lstm).
+    parallel: Callable[[Params, Any, Array], tuple[Any, Array]] | None = None
 
 
 def step(cell: Cell, params: Params, carry: Any, x: Array) -> tuple[Any, Array]:
@@ -80,13 +88,19 @@ def _gated_init(num_gates: int, recurrent_bias: bool):
     return init
 
 
+def acc_dtype(dtype) -> jnp.dtype:
+    """The dtype recurrences accumulate in: at least float32 (float64 stays float64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _input_proj(params: Params, x: Array) -> Array:
-    return (x @ params["wi"].astype(x.dtype)).astype(jnp.float32) + params["bi"].astype(jnp.float32)
+    acc = acc_dtype(params["bi"].dtype)
+    return (x @ params["wi"].astype(x.dtype)).astype(acc) + params["bi"].astype(acc)
 
 
 def _recurrent_proj(params: Params, h: Array) -> Array:
     w = params["wh"]
-    return (h.astype(w.dtype) @ w).astype(jnp.float32)
+    return (h.astype(w.dtype) @ w).astype(acc_dtype(h.dtype))
 
 
 def _zeros_carry(carry_type, num_states: int):
@@ -96,16 +110,29 @@ def _zeros_carry(carry_type, num_states: int):
     return initial_carry
 
 
-def _rnn_recur(activation):
-    def recur(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
-        """h' = act(W_ih x + b_ih + W_hh h)."""
-        h = activation(xp + _recurrent_proj(params, carry.h))
-        return RNNCarry(h), h
+def _composed(hidden_proj, core):
+    """`recur` from its split: the carry's matmul, then the parameter-free rest."""
+
+    def recur(params: Params, carry: Any, xp: Array) -> tuple[Any, Array]:
+        return core(carry, xp, hidden_proj(params, carry.h))
 
     return recur
 
 
-def _gru_recur(params: Params, carry: GRUCarry, xp: Array) -> tuple[GRUCarry, Array]:
+def _rnn_core(activation):
+    def core(carry: RNNCarry, xp: Array, hp: Array) -> tuple[RNNCarry, Array]:
+        """h' = act(W_ih x + b_ih + W_hh h), with xp = W_ih x + b_ih and hp = W_hh h."""
+        h = activation(xp + hp)
+        return RNNCarry(h), h
+
+    return core
+
+
+def _gru_hidden_proj(params: Params, h: Array) -> Array:
+    return _recurrent_proj(params, h) + params["bh"].astype(acc_dtype(h.dtype))
+
+
+def _gru_core(carry: GRUCarry, xp: Array, hp: Array) -> tuple[GRUCarry, Array]:
     """GRU, cuDNN/PyTorch convention, gate blocks in order (r, z, n):
 
         r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
@@ -113,7 +140,6 @@ def _gru_recur(params: Params, carry: GRUCarry, xp: Array) -> tuple[GRUCarry, Ar
         n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))     # reset after the matmul
         h' = (1 - z) * n + z * h
     """
-    hp = _recurrent_proj(params, carry.h) + params["bh"].astype(jnp.float32)
     xr, xz, xn = jnp.split(xp, 3, axis=-1)
     hr, hz, hn = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
@@ -123,7 +149,7 @@ def _gru_recur(params: Params, carry: GRUCarry, xp: Array) -> tuple[GRUCarry, Ar
     return GRUCarry(h), h
 
 
-def _lstm_recur(params: Params, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
+def _lstm_core(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[LSTMCarry, Array]:
     """LSTM, gate blocks in PyTorch's order (i, f, g, o):
 
         i = sigmoid(W_ii x + W_hi h + b_i)
@@ -133,11 +159,15 @@ def _lstm_recur(params: Params, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry,
         c' = f * c + i * g
         h' = o * tanh(c')
     """
-    gates = xp + _recurrent_proj(params, carry.h)
+    gates = xp + hp
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return LSTMCarry(h, c), h
+
+
+def _split_cell(init, initial_carry, hidden_proj, core) -> Cell:
+    return Cell(init, initial_carry, _input_proj, _composed(hidden_proj, core), hidden_proj, core)
 
 
 def lstm_with_forget_bias(forget_bias: float) -> Cell:
@@ -154,10 +184,11 @@ def lstm_with_forget_bias(forget_bias: float) -> Cell:
 
 
 CELLS: dict[str, Cell] = {
-    "rnn_tanh": Cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _input_proj, _rnn_recur(jnp.tanh)),
-    "rnn_relu": Cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _input_proj, _rnn_recur(jax.nn.relu)),
-    "gru": Cell(_gated_init(3, True), _zeros_carry(GRUCarry, 1), _input_proj, _gru_recur),
-    "lstm": Cell(_gated_init(4, False), _zeros_carry(LSTMCarry, 2), _input_proj, _lstm_recur),
+    "rnn_tanh": _split_cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _recurrent_proj, _rnn_core(jnp.tanh)),
+    "rnn_relu": _split_cell(_gated_init(1, False), _zeros_carry(RNNCarry, 1), _recurrent_proj,
+                            _rnn_core(jax.nn.relu)),
+    "gru": _split_cell(_gated_init(3, True), _zeros_carry(GRUCarry, 1), _gru_hidden_proj, _gru_core),
+    "lstm": _split_cell(_gated_init(4, False), _zeros_carry(LSTMCarry, 2), _recurrent_proj, _lstm_core),
 }
 
 

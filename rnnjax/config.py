@@ -54,6 +54,7 @@ def defaults() -> ConfigDict:
     c.model.init_scale = 0.0  # >0: every parameter ~ U(-init_scale, init_scale) (Zaremba)
     c.model.forget_bias = 0.0  # added to the LSTM forget-gate bias at init
     c.model.scan_unroll = 1
+    c.model.impl = "fast"  # "fast" (custom-VJP scans, fused decoder+NLL) | "reference" (plain autodiff); same values
 
     c.train = ConfigDict()
     c.train.batch_size = 20
@@ -191,6 +192,7 @@ def validate(config: ConfigDict) -> None:
         ("model.hidden_size", config.model.hidden_size >= 1, "at least 1"),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
         ("model.dropout_type", config.model.dropout_type in ("zaremba", "variational"), "'zaremba' or 'variational'"),
+        ("model.impl", config.model.impl in ("fast", "reference"), "'fast' or 'reference'"),
         ("model.layer_sizes", len(config.model.layer_sizes) in (0, config.model.num_layers), "empty or one size per layer"),
         ("train.batch_size", config.train.batch_size >= 1, "at least 1"),
         ("train.seq_len", config.train.seq_len >= 1, "at least 1"),

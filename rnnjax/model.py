@@ -3,8 +3,12 @@
     params = lm.init(key)
     carries = lm.initial_carry(batch_size)
     carries, logits = lm.apply(params, carries, tokens, key=None)   # tokens [B, T]
+    carries, nll = lm.nll(params, carries, tokens, targets, key=None)  # per-token NLL [T, B]
 
-`logits` are time-major [T, B, V]; `key=None` means evaluation (no dropout).
+`logits` are time-major [T, B, V]; `key=None` means evaluation (no dropout). `nll` is
+what training and evaluation use: with `model.impl = "fast"` it runs the layers through
+`recurrent.scan_with_vjp` and the decoder through `decoder_nll`, which never hands the
+[T, B, V] logits to autodiff; with "reference" it is `token_nll(apply(...))`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from rnnjax import cells, recurrent
 from rnnjax.config import ConfigDict, ConfigError, layer_sizes
@@ -26,6 +31,43 @@ class LanguageModel(NamedTuple):
     apply: Callable[..., tuple[list, Array]]
     sizes: list[int]
     vocab_size: int
+    nll: Callable[..., tuple[list, Array]]
+
+
+@jax.custom_vjp
+def decoder_nll(h: Array, w: Array, b: Array, targets: Array) -> Array:
+    """Per-row NLL of `targets` [N] under logits `h @ w + b` ([N, H] @ [H, V]), fused.
+
+    Forward: logits, log-sum-exp, minus the target logit (a gather). Backward: the logits'
+    gradient (softmax - one_hot(target)) * g in one elementwise pass where the one-hot
+    is an iota comparison fused into that pass (never materialised), then dh = d @ w.T,
+    dw = h.T @ d, db = sum(d): two matmuls over all time steps at once.
+    """
+    return _decoder_nll_fwd(h, w, b, targets)[0]
+
+
+def _decoder_nll_fwd(h, w, b, targets):
+    logits = (h @ w.astype(h.dtype)).astype(jnp.float32) + b.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    nll = lse - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return nll, (h, w, b, targets, logits, lse)
+
+
+def _decoder_nll_bwd(res, g):
+    h, w, b, targets, logits, lse = res
+    hit = jnp.arange(logits.shape[-1])[None, :] == targets[:, None]
+    d = (jnp.exp(logits - lse[:, None]) - hit) * g[:, None]
+    dh = (d.astype(h.dtype) @ w.T.astype(h.dtype)).astype(h.dtype)
+    dw = (h.T @ d.astype(h.dtype)).astype(w.dtype)
+    return dh, dw, d.sum(0).astype(b.dtype), None
+
+
+decoder_nll.defvjp(_decoder_nll_fwd, _decoder_nll_bwd)
+
+
+def token_nll(logits: Array, targets_bt: Array) -> Array:
+    """Per-token negative log-likelihood [T, B] of [B, T] targets under [T, B, V] logits."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_bt.T)
 
 
 def model_cell(config: ConfigDict) -> cells.Cell:
@@ -69,18 +111,31 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
     def initial_carry(batch_size: int) -> list:
         return recurrent.stack_initial_carry(cell, batch_size, sizes)
 
-    def apply(params: dict, carries: list, tokens: Array, key: Array | None = None) -> tuple[list, Array]:
+    def hidden(params: dict, carries: list, tokens: Array, key: Array | None) -> tuple[list, Array, Array]:
         x = params["embed"][tokens.T]  # [T, B, E], gathered time-major
         carries, h = recurrent.run_stack(
             cell, params["layers"], carries, x,
             dropout=m.dropout, variational=m.dropout_type == "variational",
-            key=key, scan_unroll=m.scan_unroll,
+            key=key, scan_unroll=m.scan_unroll, fast=m.impl == "fast",
         )
         w = params["decoder"].get("w")
-        w = params["embed"].T if w is None else w
+        return carries, h, params["embed"].T if w is None else w
+
+    def apply(params: dict, carries: list, tokens: Array, key: Array | None = None) -> tuple[list, Array]:
+        carries, h, w = hidden(params, carries, tokens, key)
         return carries, h @ w + params["decoder"]["b"]
 
-    return LanguageModel(init, initial_carry, apply, sizes, vocab_size)
+    def nll(params: dict, carries: list, tokens: Array, targets: Array, key: Array | None = None
+            ) -> tuple[list, Array]:
+        if m.impl != "fast":
+            carries, logits = apply(params, carries, tokens, key)
+            return carries, token_nll(logits, targets)
+        carries, h, w = hidden(params, carries, tokens, key)
+        t, b = tokens.shape[1], tokens.shape[0]
+        flat = decoder_nll(h.reshape(t * b, -1), w, params["decoder"]["b"], targets.T.reshape(-1))
+        return carries, flat.reshape(t, b)
+
+    return LanguageModel(init, initial_carry, apply, sizes, vocab_size, nll)
 
 
 def num_params(params: Any) -> int:

@@ -45,11 +45,6 @@ def init_state(lm: LanguageModel, opt: optax.GradientTransformation, key: Array,
     return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), lm.initial_carry(batch_size))
 
 
-def token_nll(logits: Array, targets_bt: Array) -> Array:
-    """Per-token negative log-likelihood [T, B] of [B, T] targets under [T, B, V] logits."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_bt.T)
-
-
 def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_schedule: optax.Schedule,
                     config: ConfigDict) -> Callable:
     """The jitted `train_step(state, batch, key) -> (state, metrics)`.
@@ -62,8 +57,8 @@ def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_sch
     scale = float(config.train.seq_len) if config.train.time_sum_loss else 1.0
 
     def loss_fn(params, carry, inputs, targets, key):
-        carry, logits = lm.apply(params, carry, inputs, key=key)
-        loss = token_nll(logits, targets).mean()
+        carry, nll = lm.nll(params, carry, inputs, targets, key=key)
+        loss = nll.mean()
         return loss * scale, (carry, loss)
 
     def train_step(state: TrainState, batch: batching.Batch, key: Array) -> tuple[TrainState, dict]:
@@ -88,8 +83,8 @@ def make_eval_step(lm: LanguageModel) -> Callable:
     """Jitted `(params, carry, inputs, targets, weights) -> (carry, nll_sum, count)`."""
 
     def eval_step(params, carry, inputs, targets, weights):
-        carry, logits = lm.apply(params, carry, inputs)
-        nll = token_nll(logits, targets) * weights.T
+        carry, nll = lm.nll(params, carry, inputs, targets)
+        nll = nll * weights.T
         return carry, nll.sum(), weights.sum()
 
     return jax.jit(eval_step)
