@@ -1,0 +1,70 @@
+"""Config files, presets, overrides, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnnjax import config as config_lib
+from rnnjax.cli import resolve_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_ptb_presets_match_zaremba():
+    small = resolve_config("ptb:small", {})
+    medium = resolve_config(f"{CONFIGS}/ptb.py:medium", {})
+    large = resolve_config("ptb:large", {})
+    assert (small.model.hidden_size, small.train.num_epochs, small.train.decay_after_epochs,
+            small.train.decay_rate, small.model.dropout, small.train.clip_norm, small.train.seq_len) == \
+        (200, 13, 4, 0.5, 0.0, 5.0, 20)
+    assert (medium.model.hidden_size, medium.train.num_epochs, medium.model.dropout, medium.train.seq_len,
+            medium.model.init_scale) == (650, 39, 0.5, 35, 0.05)
+    assert (large.model.hidden_size, large.train.num_epochs, large.model.dropout, large.train.clip_norm) == \
+        (1500, 55, 0.65, 10.0)
+    for c in (small, medium, large):
+        assert c.train.batch_size == 20 and c.train.learning_rate == 1.0 and c.train.time_sum_loss
+
+
+def test_overrides_are_typed():
+    c = resolve_config("quickstart", {"train.max_steps": "1000", "train.learning_rate": "1", "model.cell": "gru",
+                                      "model.tie_embeddings": "true", "model.layer_sizes": "[64, 32]"})
+    assert c.train.max_steps == 1000 and c.train.learning_rate == 1.0 and isinstance(c.train.learning_rate, float)
+    assert c.model.cell == "gru" and c.model.tie_embeddings is True and c.model.layer_sizes == (64, 32)
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'train.max_step' \(did you mean 'train.max_steps'\?\)"):
+        resolve_config("quickstart", {"train.max_step": "10"})
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("train.batch_size", "twenty", "bad value 'twenty' for config key 'train.batch_size'"),
+    ("train.batch_size", "2.5", "expected int, got float"),
+    ("model.tie_embeddings", "maybe", "expected true or false"),
+    ("model.dropout", "1.5", r"'model.dropout' = 1.5: expected in \[0, 1\)"),
+    ("train.optimizer", "lbfgs", "'train.optimizer' = 'lbfgs'"),
+])
+def test_bad_values_name_the_key(key, value, match):
+    with pytest.raises(config_lib.ConfigError, match=match):
+        resolve_config("quickstart", {key: value})
+
+
+def test_bad_files_and_presets(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="not found"):
+        config_lib.load(str(tmp_path / "nope.py"))
+    with pytest.raises(config_lib.ConfigError, match="has no preset 'huge'"):
+        resolve_config("ptb:huge", {})
+    bad = tmp_path / "bad.py"
+    bad.write_text("from rnnjax.config import defaults\n"
+                   "def get_config(preset=None):\n    c = defaults()\n    c.model.hiden_size = 3\n    return c\n")
+    with pytest.raises(config_lib.ConfigError, match="'model.hiden_size' .*'model.hidden_size'"):
+        config_lib.load(str(bad))
+
+
+def test_saved_config_round_trips(tmp_path):
+    c = resolve_config("quickstart", {"model.layer_sizes": "[8, 4]"})
+    config_lib.save(c, tmp_path / "config.json")
+    back = config_lib.from_json(tmp_path / "config.json")
+    assert config_lib.flatten(back) == config_lib.flatten(c)
