@@ -71,6 +71,7 @@ def defaults() -> ConfigDict:
     c.train.warmup_steps = 0
     c.train.time_sum_loss = False  # objective = per-token mean loss x seq_len (Zaremba's)
     c.train.log_every = 100
+    c.train.on_nonfinite = "stop"  # non-finite loss: "stop" (keep the last checkpoint) | "rollback" (restore it, halve lr)
 
     c.eval = ConfigDict()
     c.eval.batch_size = 1  # 1: each split read as one stream, every token scored
@@ -79,6 +80,11 @@ def defaults() -> ConfigDict:
     c.eval.every_steps = 0  # >0: also evaluate on valid every this many steps (loss-vs-time curves)
     c.eval.sample_length = 0  # >0: print a sample of this many tokens at each evaluation (char-RNN progress)
     c.eval.sample_prime = ""  # text the sample starts from; "" means the first token of the training split
+
+    c.checkpoint = ConfigDict()  # Orbax checkpoints in DIR/checkpoints: at every epoch end, validation and run end
+    c.checkpoint.every_steps = 0  # >0: also save every this many steps
+    c.checkpoint.keep = 3  # newest checkpoints kept
+    c.checkpoint.keep_best = 1  # also kept: this many with the lowest validation perplexity
 
     c.sine = ConfigDict()  # task "sine": predict sin at the next point from the previous `window` samples
     c.sine.window = 10
@@ -211,6 +217,10 @@ def validate(config: ConfigDict) -> None:
         if not ok:
             node = config
             for part in key.split("."):
+        ("train.on_nonfinite", config.train.on_nonfinite in ("stop", "rollback"), "'stop' or 'rollback'"),
+        ("checkpoint.every_steps", config.checkpoint.every_steps >= 0, "0 (off) or positive"),
+        ("checkpoint.keep", config.checkpoint.keep >= 1, "at least 1"),
+        ("checkpoint.keep_best", config.checkpoint.keep_best >= 0, "0 (off) or positive"),
                 node = node[part]
             raise ConfigError(f"config key {key!r} = {node!r}: expected {expected}")
 

@@ -10,6 +10,7 @@ Floats are written with Python's `repr`, i.e. at full precision.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -30,15 +31,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path | str, obj: Any) -> None:
-    """Write JSON to a temporary file in the same directory, fsync, then rename over `path`."""
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write text to a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,17 +47,32 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
         raise
 
 
-class MetricsLog:
-    """Append-only `metrics.jsonl`; each record is one line, flushed as it is written."""
+def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """Write JSON atomically (see `write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
 
-    def __init__(self, path: Path | str):
+
+class MetricsLog:
+    """Append-only `metrics.jsonl`; each record is one line, flushed as it is written.
+
+    `keep=N` first cuts the file to its first N records (atomically): a resumed run drops
+    what was logged after the checkpoint it resumes from, and any torn last line.
+    `records` counts the records in the file.
+    """
+
+    def __init__(self, path: Path | str, keep: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep is not None:
+            kept = list(itertools.islice(read_metrics(self.path), keep))
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.records = sum(1 for _ in read_metrics(self.path))
         self._file = open(self.path, "a")
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(_jsonable(record)) + "\n")
         self._file.flush()
+        self.records += 1
 
     def close(self) -> None:
         self._file.close()
