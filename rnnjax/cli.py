@@ -130,6 +130,38 @@ def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import report, sweep
+
+    spec = _config_path(args.config)
+    if args.jobs < 1:
+        raise config_lib.ConfigError(f"--jobs {args.jobs}: expected at least 1")
+    points = sweep.expand(config_lib.load(spec), sweep.load_grid(spec), overrides, where=spec.partition(":")[0],
+                          vocab_size=sweep.corpus_vocab_size(args.data_dir))
+    selected = sweep.shard(points, *sweep.parse_shard(args.shard)) if args.shard else points
+    workdir = Path(args.workdir)
+    if args.dry_run:
+        for p in selected:
+            hidden = f" (hidden {p.overrides['model.hidden_size']})" if "model.hidden_size" in p.overrides else ""
+            print(f"{p.index:>4}  {sweep.point_status(workdir / p.name):<11}  {workdir / p.name}{hidden}")
+        print(f"{len(selected)} of {len(points)} points")
+        return 0
+    sweep.write_sweep_file(workdir, spec, overrides, points)
+    failed = sweep.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
+                             data_dir=args.data_dir)
+    for path in report.write_report(workdir):
+        print(f"wrote {path}")
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import report
+
+    for path in report.write_report(Path(args.workdir), Path(args.out) if args.out else None):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oov", default="error", choices=["error", "unk"],
                    help="prime tokens outside the vocabulary: an error, or <unk> where the vocabulary has it")
     p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("sweep", help="run every point of a config file's get_sweep() grid, one run directory each")
+    p.add_argument("--config", required=True, help="config file[:preset] that defines get_sweep()")
+    p.add_argument("--workdir", required=True, help="sweep directory; each point runs in DIR/NAME")
+    p.add_argument("--data-dir")
+    p.add_argument("--jobs", type=int, default=1, help="points run at once, each in its own process")
+    p.add_argument("--shard", help="I/N: run points I, I+N, I+2N, ... (0 <= I < N)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun points that failed before")
+    p.add_argument("--dry-run", action="store_true", help="list the points, their directories and states; run nothing")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory")
+    p.add_argument("workdir", help="sweep directory")
+    p.add_argument("--out", help="where to write results.* and the plots (default: the sweep directory)")
+    p.set_defaults(func=cmd_report)
     data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
         dest="data_command", required=True)
     p = data_sub.add_parser("fetch", help="download, verify (SHA-256) and store corpora in the data directory")

@@ -103,6 +103,9 @@ def defaults() -> ConfigDict:
     c.sentiment.min_count = 1  # train words seen fewer times become <unk>
     c.sentiment.bidirectional = False
     c.sentiment.pooling = "last"  # "last" (last real step) | "mean" (mean over real steps)
+
+    c.sweep = ConfigDict()  # read by `rnnjax sweep` only
+    c.sweep.match_params = False  # true: each cell's hidden size gives the LSTM's parameter count (within 2%)
     return c
 
 

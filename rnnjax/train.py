@@ -189,6 +189,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
         "device_kind": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
         "corpus": corpus.name,
+        "level": corpus.level,  # "char": rnnjax report adds bits per character
         "floor_ppl": corpus.floor_ppl,
     }
     write_json_atomic(workdir / "summary.json", summary)

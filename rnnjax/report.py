@@ -1,0 +1,248 @@
+"""`rnnjax report DIR`: one row per run directory of a sweep, a grouped table and plots.
+
+    DIR/results.jsonl      one row per run: swept keys, parameters, perplexities, bits per
+                           character (char corpora), tokens/s, wall time, steps, status
+    DIR/results.md         runs grouped by every swept key but the seed; mean ± std over seeds
+    DIR/valid_curves.png   training and validation perplexity (bits/char) against step, per run
+    DIR/test_by_cell.png   test perplexity (bits/char) by cell, one group per other setting
+
+The swept keys come from `DIR/sweep.json` (written by `rnnjax sweep`), else they are the
+keys whose values differ between the runs' `config.json` files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from rnnjax import config as config_lib
+from rnnjax.data import DataError
+from rnnjax.run_files import read_metrics
+
+TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
+BAR_KEY = "model.cell"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    """Run directories under `sweep_dir`, in the sweep's point order when sweep.json says it."""
+    found = {p.name: p for p in sweep_dir.iterdir() if p.is_dir() and
+             ((p / "config.json").is_file() or (p / "status.json").is_file())}
+    sweep = _read_json(sweep_dir / "sweep.json") or {}
+    order = [pt["name"] for pt in sweep.get("points", []) if pt["name"] in found]
+    return [found[n] for n in order] + [found[n] for n in sorted(found) if n not in order]
+
+
+def swept_keys(sweep_dir: Path, configs: list[dict]) -> list[str]:
+    sweep = _read_json(sweep_dir / "sweep.json")
+    if sweep and sweep.get("keys"):
+        return list(sweep["keys"])
+    keys = list(configs[0]) if configs else []
+    return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One row per run directory (finished or not)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DataError(f"{sweep_dir}: no such directory")
+    dirs = run_dirs(sweep_dir)
+    if not dirs:
+        raise DataError(f"{sweep_dir}: no run directories (subdirectories with config.json or status.json)")
+    configs = [config_lib.flatten(config_lib.ConfigDict(_read_json(d / "config.json") or {})) for d in dirs]
+    keys = swept_keys(sweep_dir, configs)
+    rows = []
+    for d, cfg in zip(dirs, configs):
+        summary = _read_json(d / "summary.json")
+        status = _read_json(d / "status.json") or {}
+        values = status.get("values") or {}
+        row = {"run": d.name, **{k: cfg.get(k, values.get(k)) for k in keys}}
+        row["hidden_size"] = cfg.get("model.hidden_size")
+        if summary:
+            row["status"] = "done"
+            char = summary.get("level") == "char"
+            row.update({
+                "corpus": summary.get("corpus"),
+                "level": summary.get("level"),
+                "num_params": summary.get("num_params"),
+                "best_valid_ppl": summary.get("best_valid_ppl"),
+                "valid_ppl": summary.get("valid_ppl"),
+                "test_ppl": summary.get("test_ppl"),
+                "valid_bpc": summary["valid_loss"] / math.log(2) if char else None,
+                "test_bpc": summary["test_loss"] / math.log(2) if char else None,
+                "tokens_per_s": summary.get("tokens_per_s"),
+                "wall_s": summary.get("wall_s"),
+                "steps": summary.get("steps"),
+                "epochs": summary.get("epochs"),
+            })
+        else:
+            row["status"] = {"running": "interrupted"}.get(status.get("status"), status.get("status", "incomplete"))
+            if status.get("error"):
+                row["error"] = status["error"]
+        rows.append(row)
+    return rows
+
+
+def _short(keys: list[str]) -> dict[str, str]:
+    from rnnjax.sweep import short_names
+
+    return short_names(keys)
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "-".join(map(_fmt_value, v))
+    return str(v)
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def group_rows(rows: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict]]]:
+    """Finished rows grouped by every swept key except `seed`, in first-seen order."""
+    group_keys = [k for k in keys if k != "seed"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "done":
+            groups.setdefault(tuple(json.dumps(r.get(k)) for k in group_keys), []).append(r)
+    return list(groups.items())
+
+
+def markdown(rows: list[dict], keys: list[str], title: str) -> str:
+    group_keys = [k for k in keys if k != "seed"]
+    names = _short(keys)
+    done = [r for r in rows if r["status"] == "done"]
+    char = any(r.get("level") == "char" for r in done)
+    groups = group_rows(rows, keys)
+    several = any(len(g) > 1 for _, g in groups)
+    metrics = ([("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)] if char else []) + \
+              [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)]
+    head = [names[k] for k in group_keys] + ["hidden", "params"] + [m[0] for m in metrics] + \
+           (["seeds"] if several else []) + ["steps", "tokens/s", "wall"]
+    lines = [f"# {title}", ""]
+    corpora = sorted({str(r.get("corpus")) for r in done})
+    lines.append(f"{len(rows)} runs: {len(done)} finished, {sum(r['status'] == 'failed' for r in rows)} failed, "
+                 f"{sum(r['status'] not in ('done', 'failed') for r in rows)} unfinished; corpus {', '.join(corpora)}"
+                 + ("; mean ± std over seeds (sample std)" if several else "") + ".")
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, g in groups:
+        first = g[0]
+        hidden = sorted({r["hidden_size"] for r in g})
+        cells = [_fmt_value(first.get(k)) for k in group_keys]
+        cells += ["/".join(map(str, hidden)), f"{first['num_params']:,}"]
+        cells += [_mean_std([r[f] for r in g if r.get(f) is not None], d) for _, f, d in metrics]
+        cells += [str(len(g))] if several else []
+        cells += [f"{first['steps']:,}", f"{statistics.mean(r['tokens_per_s'] for r in g):,.0f}",
+                  f"{statistics.mean(r['wall_s'] for r in g):.0f} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    bad = [r for r in rows if r["status"] != "done"]
+    if bad:
+        lines += ["", "Not finished:", ""]
+        lines += [f"- `{r['run']}`: {r['status']}" + (f": {r['error']}" if r.get("error") else "") for r in bad]
+    return "\n".join(lines) + "\n"
+
+
+def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    char = any(r.get("level") == "char" for r in rows)
+    unit = "bits per character" if char else "perplexity"
+    fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(13, 5))
+    for i, r in enumerate(rows):
+        by_split: dict[str, dict[int, float]] = {"train": {}, "valid": {}}
+        for rec in read_metrics(sweep_dir / r["run"] / "metrics.jsonl"):
+            if rec.get("split") in by_split and "loss" in rec:
+                y = rec["loss"] / math.log(2) if char else math.exp(min(rec["loss"], 700.0))
+                by_split[rec["split"]][rec["step"]] = y  # a resumed run may log a step twice: last wins
+        color = f"C{i % 10}"
+        for ax, split, style in ((ax_t, "train", "-"), (ax_v, "valid", "o-")):
+            pts = sorted(by_split[split].items())
+            if pts:
+                ax.plot(*zip(*pts), style, color=color, label=r["run"], lw=1.2, ms=4)
+    for ax, split in ((ax_t, "training (logged steps)"), (ax_v, "validation")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(unit)
+        ax.set_title(f"{split} {unit}")
+        if not char:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    ax_v.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(rows: list[dict], keys: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    char = any(r.get("level") == "char" for r in rows)
+    metric, unit = ("test_bpc", "test bits per character") if char else ("test_ppl", "test perplexity")
+    bar_key = BAR_KEY if BAR_KEY in keys else keys[0]
+    other = [k for k in keys if k not in (bar_key, "seed")]
+    names = _short(keys)
+    done = [r for r in rows if r["status"] == "done"]
+    bars = list(dict.fromkeys(json.dumps(r.get(bar_key)) for r in done))
+    settings = list(dict.fromkeys(tuple(json.dumps(r.get(k)) for k in other) for r in done))
+    width = 0.8 / max(len(bars), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(settings) * max(len(bars), 1) * 0.5 + 2), 4.5))
+    for j, b in enumerate(bars):
+        means, stds = [], []
+        for s in settings:
+            vals = [r[metric] for r in done if json.dumps(r.get(bar_key)) == b
+                    and tuple(json.dumps(r.get(k)) for k in other) == s]
+            means.append(statistics.mean(vals) if vals else np.nan)
+            stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        x = np.arange(len(settings)) + (j - (len(bars) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=stds, label=_fmt_value(json.loads(b)), color=f"C{j % 10}", capsize=3)
+    ax.set_xticks(np.arange(len(settings)))
+    ax.set_xticklabels([",".join(f"{names[k]}={_fmt_value(json.loads(v))}" for k, v in zip(other, s)) or "all"
+                        for s in settings], fontsize=8)
+    ax.set_ylabel(unit)
+    ax.set_title(f"{unit} by {names[bar_key]}")
+    ax.legend(title=names[bar_key], fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write results.jsonl, results.md and the plots for the runs under `sweep_dir` into `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir or sweep_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = collect(sweep_dir)
+    configs = [config_lib.flatten(config_lib.ConfigDict(_read_json(sweep_dir / r["run"] / "config.json") or {}))
+               for r in rows]
+    keys = swept_keys(sweep_dir, configs) or ["seed"]
+    jsonl = out_dir / "results.jsonl"
+    tmp = jsonl.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(jsonl)
+    md = out_dir / "results.md"
+    md.write_text(markdown(rows, keys, f"Sweep results: {sweep_dir.name}"))
+    written = [jsonl, md]
+    if any(r["status"] == "done" for r in rows):
+        _curves(sweep_dir, rows, out_dir / "valid_curves.png")
+        _bars(rows, keys, out_dir / "test_by_cell.png")
+        written += [out_dir / "valid_curves.png", out_dir / "test_by_cell.png"]
+    return written
