@@ -84,7 +84,7 @@ def collect(sweep_dir: Path) -> list[dict]:
                 "epochs": summary.get("epochs"),
             })
         else:
-            row["status"] = {"running": "interrupted"}.get(status.get("status"), status.get("status", "incomplete"))
+            row["status"] = status.get("status", "incomplete")  # "running": running now, or interrupted
             if status.get("error"):
                 row["error"] = status["error"]
         rows.append(row)
@@ -130,8 +130,8 @@ def markdown(rows: list[dict], keys: list[str], title: str) -> str:
     char = any(r.get("level") == "char" for r in done)
     groups = group_rows(rows, keys)
     several = any(len(g) > 1 for _, g in groups)
-    metrics = ([("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)] if char else []) + \
-              [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)]
+    metrics = ([("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)] if char else
+               [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)])
     head = [names[k] for k in group_keys] + ["hidden", "params"] + [m[0] for m in metrics] + \
            (["seeds"] if several else []) + ["steps", "tokens/s", "wall"]
     lines = [f"# {title}", ""]
@@ -153,16 +153,19 @@ def markdown(rows: list[dict], keys: list[str], title: str) -> str:
     bad = [r for r in rows if r["status"] != "done"]
     if bad:
         lines += ["", "Not finished:", ""]
-        lines += [f"- `{r['run']}`: {r['status']}" + (f": {r['error']}" if r.get("error") else "") for r in bad]
+        lines += [f"- `{r['run']}`: {r['status']}" + (f": {r['error']}" if r.get("error") else "")
+                  + (" (running now, or interrupted: rerun the sweep to resume)" if r["status"] == "running" else "")
+                  for r in bad]
     return "\n".join(lines) + "\n"
 
 
 def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
+    """Validation (markers) and logged training (thin lines) perplexity or bits/char against step."""
     import matplotlib.pyplot as plt
 
     char = any(r.get("level") == "char" for r in rows)
     unit = "bits per character" if char else "perplexity"
-    fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, ax = plt.subplots(figsize=(10, 6))
     for i, r in enumerate(rows):
         by_split: dict[str, dict[int, float]] = {"train": {}, "valid": {}}
         for rec in read_metrics(sweep_dir / r["run"] / "metrics.jsonl"):
@@ -170,18 +173,18 @@ def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
                 y = rec["loss"] / math.log(2) if char else math.exp(min(rec["loss"], 700.0))
                 by_split[rec["split"]][rec["step"]] = y  # a resumed run may log a step twice: last wins
         color = f"C{i % 10}"
-        for ax, split, style in ((ax_t, "train", "-"), (ax_v, "valid", "o-")):
-            pts = sorted(by_split[split].items())
-            if pts:
-                ax.plot(*zip(*pts), style, color=color, label=r["run"], lw=1.2, ms=4)
-    for ax, split in ((ax_t, "training (logged steps)"), (ax_v, "validation")):
-        ax.set_xlabel("step")
-        ax.set_ylabel(unit)
-        ax.set_title(f"{split} {unit}")
-        if not char:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    ax_v.legend(fontsize=7, loc="upper right")
+        train, valid = sorted(by_split["train"].items()), sorted(by_split["valid"].items())
+        if train:
+            ax.plot(*zip(*train), "-", color=color, lw=0.8, alpha=0.45)
+        if valid:
+            ax.plot(*zip(*valid), "o-", color=color, lw=1.6, ms=6, label=r["run"])
+    ax.set_xlabel("step")
+    ax.set_ylabel(unit)
+    ax.set_title(f"validation {unit} (markers) and training {unit} at logged steps (thin lines)")
+    if not char:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -209,7 +212,7 @@ def _bars(rows: list[dict], keys: list[str], path: Path) -> None:
             means.append(statistics.mean(vals) if vals else np.nan)
             stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
         x = np.arange(len(settings)) + (j - (len(bars) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=stds, label=_fmt_value(json.loads(b)), color=f"C{j % 10}", capsize=3)
+        ax.bar(x, means, width, yerr=stds if any(stds) else None, label=_fmt_value(json.loads(b)), color=f"C{j % 10}", capsize=3)
     ax.set_xticks(np.arange(len(settings)))
     ax.set_xticklabels([",".join(f"{names[k]}={_fmt_value(json.loads(v))}" for k, v in zip(other, s)) or "all"
                         for s in settings], fontsize=8)
