@@ -230,10 +230,6 @@ def param_count(config: ConfigDict, vocab_size: int) -> int:
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
 
-def _with(config: ConfigDict, **values) -> ConfigDict:
-    return config_lib.apply_overrides(config, {k.replace("__", "."): override_text(v) for k, v in values.items()})
-
-
 def matched_hidden_size(config: ConfigDict, vocab_size: int) -> int:
     """The hidden size giving `config.model.cell` the parameter count of an LSTM at `model.hidden_size`.
 
@@ -242,12 +238,12 @@ def matched_hidden_size(config: ConfigDict, vocab_size: int) -> int:
     """
     if config.model.layer_sizes:
         raise ConfigError("sweep.match_params needs model.layer_sizes = () (one hidden size for every layer)")
-    target = param_count(_with(config, model__cell="lstm"), vocab_size)
+    target = param_count(config_lib.apply_overrides(config, {"model.cell": "lstm"}), vocab_size)
     if config.model.cell == "lstm":
         return config.model.hidden_size
 
     def count(h: int) -> int:
-        return param_count(_with(config, model__hidden_size=h), vocab_size)
+        return param_count(config_lib.apply_overrides(config, {"model.hidden_size": str(h)}), vocab_size)
 
     lo, hi = 1, max(2, config.model.hidden_size)
     while count(hi) < target:
@@ -339,6 +335,9 @@ def job_placement(jobs: int) -> list[tuple[list[str], dict[str, str]]]:
         mine = cores[j * per:(j + 1) * per] if len(cores) >= jobs else [cores[j % len(cores)]]
         threads = str(len(mine))
         env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if len(mine) == 1:  # one core: XLA's single-threaded CPU path, no thread pool to contend
+            env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
         prefix = ["taskset", "-c", ",".join(map(str, mine))] if shutil.which("taskset") else []
         out.append((prefix, env))
     return out
@@ -446,7 +445,8 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
         with lock:
             for proc in procs:
                 proc.terminate()
-        raise
+        log("sweep interrupted; run the same command again to resume")
+        raise SystemExit(130) from None
     return counts["failed"] + len(failed_left)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from rnnjax import cli, config as config_lib, report, sweep
-from rnnjax.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
