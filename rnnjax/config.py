@@ -104,6 +104,9 @@ def defaults() -> ConfigDict:
     c.sentiment.bidirectional = False
     c.sentiment.pooling = "last"  # "last" (last real step) | "mean" (mean over real steps)
 
+    c.parallel = ConfigDict()
+    c.parallel.num_devices = 0  # data-parallel devices the batch is split over; 0: all visible (every host)
+
     c.sweep = ConfigDict()  # read by `rnnjax sweep` only
     c.sweep.match_params = False  # true: each cell's hidden size gives the LSTM's parameter count (within 2%)
     return c
@@ -214,6 +217,7 @@ def validate(config: ConfigDict) -> None:
          "'contiguous', 'sequential' or 'random'"),
         ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
         ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
+        ("parallel.num_devices", config.parallel.num_devices >= 0, "0 (all devices) or positive"),
         ("task", config.task in ("lm", "sine", "echo", "sentiment"), "'lm', 'sine', 'echo' or 'sentiment'"),
     ]
     for key, ok, expected in checks:
