@@ -3,13 +3,14 @@
     nice -n 10 rnnjax sweep --config experiments/ptb_cells/config.py --workdir runs/ptb_cells --jobs 1
     rnnjax report runs/ptb_cells --out experiments/ptb_cells
 
-Budget (what a 2-core CPU shared with several other jobs finishes in about an hour for
-all 12 points; training ran at about 300 tokens/s): hidden 200 (Zaremba-small width),
-batch 20 x 20 steps, 200 steps = 80,000 training tokens, 0.086 of one epoch; Adam (lr 3e-3, global-norm clip 5), because
+Budget (what a 2-core CPU shared with many other jobs, load average about 20, finishes
+in about an hour for all 12 points; training ran at about 300 tokens/s): hidden 200
+(Zaremba-small width), batch 20 x 20 steps, 150 steps = 60,000 training tokens, 0.065
+of one epoch; Adam (lr 3e-3, global-norm clip 5), because
 that early Zaremba's SGD schedule has not left its first epoch and the vanilla RNN
-needs a per-cell learning rate under SGD. Validation and test read each split as 10
-streams in chunks of 100 steps, state carried (Zaremba uses 1 stream; 10 streams
-cost 10 cold starts, a few hundredths of a percent of the tokens).
+needs a per-cell learning rate under SGD. Validation and test read each split as 20
+streams in chunks of 100 steps, state carried (Zaremba uses 1 stream; 20 streams
+cost 20 cold starts, a few hundredths of a percent of the tokens).
 """
 
 from rnnjax.config import defaults
@@ -23,12 +24,12 @@ def get_config(preset=None):
     c.model.init_scale = 0.1
     c.train.batch_size = 20
     c.train.seq_len = 20
-    c.train.max_steps = 200
+    c.train.max_steps = 150
     c.train.optimizer = "adam"
     c.train.learning_rate = 3e-3
     c.train.clip_norm = 5.0
     c.train.log_every = 25
-    c.eval.batch_size = 10
+    c.eval.batch_size = 20
     c.eval.seq_len = 100
     return c
 
