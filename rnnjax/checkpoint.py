@@ -1,33 +1,259 @@
-"""Orbax checkpoints under `DIR/checkpoints/`, one step directory per save."""
+"""Training checkpoints under `DIR/checkpoints/` (Orbax), and what resuming needs from them.
+
+Each save is one step directory, written asynchronously by an Orbax `CheckpointManager`:
+
+    params/   model parameters (StandardSave); all that eval and sampling read
+    train/    optimizer state, step, carried RNN state, the step RNG key (StandardSave)
+    meta/     JSON: resolved config, vocabulary, data position, validation history,
+              how many metrics.jsonl records precede the save, learning-rate scale
+    metrics/  {"valid_ppl": ...} on saves that follow a validation pass (best selection)
+
+Orbax writes a step into a temporary directory and renames it when complete, so a kill
+mid-save leaves no step directory (the temporary one is removed on the next start). A
+step directory with truncated or unparseable files fails to restore: it is moved to
+`DIR/checkpoints-corrupt/` with a warning naming the step, and the next older one is used.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from rnnjax.config import ConfigDict, ConfigError, defaults, flatten
+from rnnjax.data import DataError
+
+CHECKPOINTS = "checkpoints"
+CORRUPT = "checkpoints-corrupt"
+# Keys a resumed run may change: they decide how long to train and what to log or keep,
+# not what any step computes.
+SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs")
+SAFE_PREFIXES = ("checkpoint.", "parallel.")  # parallel.*: where steps run, not what they compute
+# The small JSON files of a step directory; each must parse for the step to be considered.
+_JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "params/_METADATA", "train/_METADATA")
 
 
-def _manager(workdir: Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager((Path(workdir) / "checkpoints").absolute())
+class Restored(NamedTuple):
+    step: int
+    params: Any
+    train: dict  # {"opt_state", "step", "carry", "rng"}: what `train_items` saved
+    meta: dict
 
 
-def save_final(workdir: Path, state: Any) -> None:
-    """Save the final training state's parameters at its step."""
-    with _manager(workdir) as mngr:
-        mngr.save(int(state.step), args=ocp.args.Composite(params=ocp.args.StandardSave(state.params)))
-        mngr.wait_until_finished()
+def _valid_ppl(metrics: dict) -> float:
+    return metrics["valid_ppl"]
 
 
-def restore_params(workdir: Path, init: Callable[[jax.Array], Any]) -> Any:
-    """Parameters of the latest checkpoint, shaped like `init(key)`'s output."""
-    from rnnjax.data import DataError
+def _options(c: ConfigDict, read_only: bool) -> ocp.CheckpointManagerOptions:
+    """Keep the newest `keep` and the `keep_best` lowest-perplexity saves; read-only: touch nothing."""
+    keep = [policies.LatestN(None if read_only else c.keep)]
+    if c.keep_best and not read_only:
+        keep.append(policies.BestN(get_metric_fn=_valid_ppl, reverse=True, n=c.keep_best,
+                                   keep_checkpoints_without_metrics=False))
+    return ocp.CheckpointManagerOptions(
+        best_fn=_valid_ppl, best_mode="min", create=not read_only, cleanup_tmp_directories=not read_only,
+        preservation_policy=policies.AnyPreservationPolicy(keep), enable_async_checkpointing=True,
+    )
 
-    with _manager(workdir) as mngr:
-        step = mngr.latest_step()
-        if step is None:
-            raise DataError(f"{workdir}: no checkpoint under {Path(workdir) / 'checkpoints'}")
-        target = jax.eval_shape(init, jax.random.key(0))
-        restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    return restored["params"]
+
+def _expected_warning(record: logging.LogRecord) -> bool:
+    """Orbax warns on every save without metrics; ours lack them unless a validation pass preceded."""
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_expected_warning)
+
+
+def _step_dirs(root: Path) -> list[int]:
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
+
+
+def _json_problem(step_dir: Path) -> str | None:
+    """Why a step directory's small JSON files do not parse, or None."""
+    for name in _JSON_FILES:
+        path = step_dir / name
+        if name == "metrics/metrics" and not path.parent.exists():
+            continue
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            return f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
+def has_checkpoints(workdir: Path) -> bool:
+    return bool(_step_dirs(Path(workdir) / CHECKPOINTS))
+
+
+class Checkpoints:
+    """The checkpoints of one run directory: save, restore the newest good one, pick best/latest."""
+
+    def __init__(self, workdir: Path, config: ConfigDict, log: Callable[[str], None] = print,
+                 read_only: bool = False):
+        self.workdir = Path(workdir)
+        self.root = (self.workdir / CHECKPOINTS).absolute()
+        self.log = log
+        bad = {s: why for s in _step_dirs(self.root) if (why := _json_problem(self.root / str(s)))}
+        if bad and not read_only:
+            if len(bad) == len(_step_dirs(self.root)):
+                self._refuse(bad)
+            self._set_aside(bad)
+        self._mngr = ocp.CheckpointManager(self.root, options=_options(config.checkpoint, read_only))
+
+    def _refuse(self, bad: dict[int, str]) -> None:
+        steps = ", ".join(f"{s} ({why})" for s, why in sorted(bad.items()))
+        raise DataError(f"{self.root}: no usable checkpoint; unreadable steps: {steps}. "
+                        f"Move the directory away to start the run over")
+
+    def _set_aside(self, bad: dict[int, str]) -> None:
+        dest = self.workdir / CORRUPT
+        dest.mkdir(exist_ok=True)
+        for step, why in sorted(bad.items()):
+            self.log(f"warning: checkpoint at step {step} is incomplete or corrupt ({why}); "
+                     f"moved to {dest / str(step)}")
+            target = dest / str(step)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(self.root / str(step)), target)
+
+    def steps(self) -> list[int]:
+        return list(self._mngr.all_steps())
+
+    def save(self, step: int, params: Any, train: dict, meta: dict, valid_ppl: float | None = None) -> None:
+        """Start an asynchronous save of step `step` (a step already saved is left as it is)."""
+        if step in self._mngr.all_steps():
+            return
+        self._mngr.save(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(train),
+                                    meta=ocp.args.JsonSave(meta)),
+            metrics=None if valid_ppl is None else {"valid_ppl": valid_ppl},
+            force=True,
+        )
+
+    def _restore(self, step: int, params: Any, train: dict, meta: dict) -> Restored:
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(params), train=ocp.args.StandardRestore(train)))
+        if meta["step"] != step or int(out["train"]["step"]) != step:
+            raise ValueError(f"step mismatch inside checkpoint {step}")
+        return Restored(step, out["params"], out["train"], meta)
+
+    def meta(self, step: int) -> dict:
+        return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_latest(self, params: Any, train: dict, check: Callable[[dict], None] = lambda meta: None
+                       ) -> Restored | None:
+        """The newest checkpoint that restores, shaped and placed like `params` / `train`.
+
+        `check(meta)` runs before any array is read and may refuse the resume (its error
+        propagates). Newer checkpoints that fail to read are moved aside with a warning;
+        None when there are none at all; a DataError when there are some but none
+        restores (never a silent restart).
+        """
+        self._mngr.wait_until_finished()
+        bad = {}
+        for step in sorted(self._mngr.all_steps(), reverse=True):
+            try:
+                meta = self.meta(step)
+            except Exception as e:  # Orbax/TensorStore raise many types for damaged files
+                bad[step] = _why(e)
+                continue
+            check(meta)
+            try:
+                restored = self._restore(step, params, train, meta)
+            except Exception as e:
+                bad[step] = _why(e)
+                continue
+            if bad:
+                self._set_aside(bad)
+                self._mngr.reload()
+            return restored
+        if bad:
+            self._refuse(bad)
+        return None
+
+    def select(self, which: str) -> int:
+        """Step named by `latest`, `best` (lowest validation perplexity) or a number."""
+        steps = self.steps()
+        if not steps:
+            raise DataError(f"{self.root}: no checkpoint")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            best = self._mngr.best_step()
+            if best is None or self._mngr.metrics(best) is None:
+                raise DataError(f"{self.root}: no checkpoint with a validation perplexity; use --checkpoint latest")
+            return best
+        if not which.isdigit() or int(which) not in steps:
+            raise DataError(f"--checkpoint {which!r}: expected best, latest or one of the saved steps "
+                            f"{', '.join(map(str, steps))}")
+        return int(which)
+
+    def restore_params(self, step: int, params: Any) -> tuple[Any, dict]:
+        """Parameters and meta of `step`, without the optimizer state."""
+        out = self._mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(params),
+                                                               meta=ocp.args.JsonRestore()))
+        return out["params"], out["meta"]
+
+    def wait(self) -> None:
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.close()
+
+
+def train_items(state: Any, rng: jax.Array) -> dict:
+    """What a checkpoint's `train/` item holds, from a TrainState and the step key."""
+    return {"opt_state": state.opt_state, "step": state.step, "carry": state.carry, "rng": jax.random.key_data(rng)}
+
+
+def config_changes(saved: dict, config: ConfigDict) -> tuple[list[str], list[str]]:
+    """(keys that may not change on resume, safe keys that did), comparing flattened values.
+
+    A key the saved config lacks (added to `defaults()` since) counts as its default.
+    """
+    old = {k: _plain(v) for k, v in flatten(defaults()).items()}
+    old.update({k: _plain(v) for k, v in flatten(ConfigDict(saved)).items()})
+    new = {k: _plain(v) for k, v in flatten(config).items()}
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    safe = [k for k in changed if k in SAFE_KEYS or k.startswith(SAFE_PREFIXES)]
+    return [k for k in changed if k not in safe], [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in safe]
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def check_resume_config(saved: dict, config: ConfigDict, step: int) -> list[str]:
+    """Refuse a resume whose config changes the model or data; return the safe changes."""
+    unsafe, safe = config_changes(saved, config)
+    if unsafe:
+        raise ConfigError(f"cannot resume from the checkpoint at step {step}: config differs in "
+                          f"{', '.join(unsafe)} (only {', '.join(SAFE_KEYS)} and checkpoint.* may change); "
+                          f"use a new --workdir to train with a different config")
+    return safe
+
+
+def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str = "latest",
+                   config: ConfigDict | None = None) -> Any:
+    """Parameters of the checkpoint named by `which` (best, latest or a step), shaped like `init(key)`."""
+    workdir = Path(workdir)
+    if not has_checkpoints(workdir):
+        raise DataError(f"{workdir}: no checkpoint under {workdir / CHECKPOINTS}")
+    ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True)
+    try:
+        step = ckpts.select(which)
+        params, _ = ckpts.restore_params(step, jax.eval_shape(init, jax.random.key(0)))
+    finally:
+        ckpts.close()
+    return params

@@ -16,11 +16,12 @@ import argparse
 import datetime
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from rnnjax import config as config_lib
-from rnnjax.data import DataError, check_vocab, load_corpus, resolve_data_dir, save_vocab
+from rnnjax.data import DataError, check_vocab, load_corpus, resolve_data_dir
 
 QUICKSTART = "quickstart"
 
@@ -59,20 +60,32 @@ def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDic
 
 
 def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import checkpoint, train
+    from rnnjax import checkpoint, parallel, train
 
-    config = resolve_config(args.config, overrides)
+    resuming = args.workdir is not None and checkpoint.has_checkpoints(Path(args.workdir))
+    if args.config is None and resuming and (Path(args.workdir) / "config.json").is_file():
+        config = config_lib.apply_overrides(config_lib.from_json(Path(args.workdir) / "config.json"), overrides)
+        config_lib.validate(config)
+    else:
+        config = resolve_config(args.config or QUICKSTART, overrides)
+    if parallel.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed):
+        if not args.workdir:
+            raise config_lib.ConfigError("a multi-process run needs --workdir, a directory every process can reach")
+        if not parallel.is_main_process():
+            sys.stdout = open(os.devnull, "w")  # only process 0 prints
     if args.workdir:
         workdir = Path(args.workdir)
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = Path("runs") / f"{Path(args.config.partition(':')[0]).stem}-{stamp}"
+        workdir = Path("runs") / f"{Path((args.config or QUICKSTART).partition(':')[0]).stem}-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {workdir}")
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
-    config_lib.save(config, workdir / "config.json")
-    save_vocab(workdir / "vocab.json", corpus.vocab)
-    summary = train.train(config, corpus, workdir, on_done=lambda state: checkpoint.save_final(workdir, state))
+    try:
+        summary = train.train(config, corpus, workdir)  # writes config.json and vocab.json once resuming is checked
+    except train.Preempted as e:
+        print(e)
+        return 0
     print(f"valid ppl {summary['valid_ppl']:.3f}, test ppl {summary['test_ppl']:.3f} "
           f"({summary['steps']:,} steps, {summary['tokens_per_s']:,.0f} tokens/s, {summary['wall_s']:.0f} s)")
     if summary["floor_ppl"] is not None:
@@ -93,7 +106,7 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
     check_vocab(workdir / "vocab.json", corpus.vocab)
     lm = make_lm(config, corpus.vocab_size)
-    params = checkpoint.restore_params(workdir, lm.init)
+    params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
     nll = train.evaluate(lm, train.make_eval_step(lm), params, corpus.splits[args.split], config)
     print(json.dumps({"split": args.split, "loss": nll, "perplexity": math.exp(nll), "bpt": nll / math.log(2)}))
     return 0
@@ -166,13 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a model; with no flags, the quickstart")
-    p.add_argument("--config", default=QUICKSTART, help="config file[:preset], e.g. configs/ptb.py:small")
+    p.add_argument("--config", help="config file[:preset], e.g. configs/ptb.py:small (default: quickstart, "
+                   "or the run's saved config when --workdir holds checkpoints to resume from)")
     p.add_argument("--workdir", help="run directory (default: a fresh one under ./runs)")
     p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
+    p.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0 (jax.distributed.initialize)")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index, 0 .. N-1")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: let JAX detect the cluster (SLURM, Open MPI, Cloud TPU); implied under srun/mpirun")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a trained run")
     p.add_argument("--workdir", required=True)
     p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--checkpoint", default="latest", help="best (lowest valid perplexity) | latest | STEP")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("sample", help="generate text from a trained language model")

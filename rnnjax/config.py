@@ -217,6 +217,10 @@ def validate(config: ConfigDict) -> None:
          "'contiguous', 'sequential' or 'random'"),
         ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
         ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
+        ("train.on_nonfinite", config.train.on_nonfinite in ("stop", "rollback"), "'stop' or 'rollback'"),
+        ("checkpoint.every_steps", config.checkpoint.every_steps >= 0, "0 (off) or positive"),
+        ("checkpoint.keep", config.checkpoint.keep >= 1, "at least 1"),
+        ("checkpoint.keep_best", config.checkpoint.keep_best >= 0, "0 (off) or positive"),
         ("parallel.num_devices", config.parallel.num_devices >= 0, "0 (all devices) or positive"),
         ("task", config.task in ("lm", "sine", "echo", "sentiment"), "'lm', 'sine', 'echo' or 'sentiment'"),
     ]
@@ -224,10 +228,6 @@ def validate(config: ConfigDict) -> None:
         if not ok:
             node = config
             for part in key.split("."):
-        ("train.on_nonfinite", config.train.on_nonfinite in ("stop", "rollback"), "'stop' or 'rollback'"),
-        ("checkpoint.every_steps", config.checkpoint.every_steps >= 0, "0 (off) or positive"),
-        ("checkpoint.keep", config.checkpoint.keep >= 1, "at least 1"),
-        ("checkpoint.keep_best", config.checkpoint.keep_best >= 0, "0 (off) or positive"),
                 node = node[part]
             raise ConfigError(f"config key {key!r} = {node!r}: expected {expected}")
 

@@ -10,6 +10,9 @@ The step is jitted once with the state's buffers donated.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -19,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import batching, optim, sampling
-from rnnjax.config import ConfigDict
-from rnnjax.data import Corpus
+from rnnjax import batching, checkpoint, optim, parallel, sampling
+from rnnjax.config import ConfigDict, ConfigError, save as save_config
+from rnnjax.data import Corpus, DataError, save_vocab
 from rnnjax.model import LanguageModel, make_lm, num_params
 from rnnjax.progress import Progress
 from rnnjax.run_files import MetricsLog, write_json_atomic
@@ -67,7 +70,7 @@ def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_sch
         (_, (carry, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, carry, batch.inputs, batch.targets, key
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -106,12 +109,72 @@ def _ppl(nll: float) -> float:
     return math.exp(min(nll, 700.0))
 
 
-def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str], None] = print,
-          on_done: Callable[[TrainState], None] | None = None) -> dict:
-    """Train `config` on `corpus`, writing metrics.jsonl and summary.json into `workdir`.
+class Preempted(Exception):
+    """Training stopped on SIGTERM / SIGINT after writing a checkpoint; the message says how to resume."""
 
-    `on_done(state)` is called with the final state before the test evaluation.
+
+class StopSignals:
+    """While entered, SIGTERM and SIGINT only set `received`; the loop checkpoints and stops.
+
+    The first signal restores the previous handlers, so a second one acts as usual
+    (Ctrl-C twice interrupts at once). Outside the main thread nothing is installed.
     """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
+class Tally(NamedTuple):
+    """The host-side loop state a checkpoint carries besides the arrays (its `meta`)."""
+
+    history: list  # validation perplexities so far (summary's best_valid_ppl)
+    valid_nll: float | None  # the latest validation loss
+    epoch_nll: float  # sum of this epoch's train losses so far, and their count
+    epoch_n: int
+    records: int  # metrics.jsonl records written before this point
+    lr_scale: float  # learning-rate multiplier, halved by each rollback
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _scaled(schedule: optax.Schedule, factor: float) -> optax.Schedule:
+    return schedule if factor == 1.0 else (lambda step: factor * schedule(step))
+
+
+def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str], None] = print,
+          on_done: Callable[[TrainState], None] | None = None, poison_step: int | None = None) -> dict:
+    """Train `config` on `corpus` in `workdir`, resuming from its newest good checkpoint if any.
+
+    Writes config.json, vocab.json, metrics.jsonl, checkpoints/ and summary.json. A resumed
+    run ends bit-identical to an uninterrupted one (same machine and device count).
+    Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and
+    `NonFiniteLoss` on a non-finite loss when `train.on_nonfinite` is "stop".
+    `on_done(state)` is called with the final state before the test evaluation.
+    `poison_step` is a test hook: the parameters turn NaN once, just before that step.
+    """
+    workdir = Path(workdir)
     t = config.train
     train_ids = corpus.splits["train"]
     spe = batching.steps_per_epoch(len(train_ids), t.batch_size, t.seq_len, config.data.sampling)
@@ -119,92 +182,197 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     if t.max_steps > 0:
         total_steps = min(total_steps, t.max_steps)
     lm = make_lm(config, corpus.vocab_size)
-    lr_schedule = optim.schedule(config, spe, total_steps)
-    opt = optim.optimizer(config, lr_schedule)
+
+    def build_step(lr_scale: float) -> tuple[optax.GradientTransformation, Callable]:
+        lr_schedule = _scaled(optim.schedule(config, spe, total_steps), lr_scale)
+        opt = optim.optimizer(config, lr_schedule)
+        return opt, make_train_step(lm, opt, lr_schedule, config)
+
     root = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(root)
-    state = init_state(lm, opt, init_key, t.batch_size)
-    n_params = num_params(state.params)
-    train_step = make_train_step(lm, opt, lr_schedule, config)
+    layout = parallel.make_layout(config)
+    step_key = parallel.replicate(layout, step_key)  # so a restored key lands on the mesh too
+    new_carry = parallel.carry_maker(layout, lm.initial_carry)
+    opt, train_step = build_step(1.0)
+    fresh = parallel.place_state(layout, init_state(lm, opt, init_key, t.batch_size))
+    template = (_abstract(fresh.params), _abstract(checkpoint.train_items(fresh, step_key)))
+    n_params = num_params(fresh.params)
     eval_step = make_eval_step(lm)
     keep_carry = batching.carries_state(config.data.sampling)
+    main = parallel.is_main_process()  # only process 0 writes files and logs
+    log = log if main else (lambda _: None)
+    ckpts = checkpoint.Checkpoints(workdir, config, log)
+    start_tally = Tally([], None, 0.0, 0, 0, 1.0)
 
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    safe_changes: list[str] = []
+
+    def check_resume(meta: dict) -> None:
+        """Refuse a checkpoint this run cannot continue; runs before any array is read."""
+        safe_changes[:] = checkpoint.check_resume_config(meta["config"], config, meta["step"])
+        if meta["vocab"] != corpus.vocab:
+            raise DataError(f"{workdir}: the corpus vocabulary ({corpus.vocab_size:,} tokens) differs from the "
+                            f"checkpoint's ({len(meta['vocab']):,}); was the corpus changed?")
+        if meta["step"] > total_steps:
+            raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total_steps:,} "
+                              f"steps); raise train.num_epochs or train.max_steps")
+
+    def restore_latest(initial: TrainState | None = None) -> tuple[TrainState, Tally, Any, dict | None]:
+        """The newest good checkpoint's state, tally, step key and meta; `initial` (or a fresh
+        initialisation) if there is none."""
+        restored = ckpts.restore_latest(*template, check=check_resume)
+        if restored is None:
+            if initial is None:
+                initial = parallel.place_state(layout, init_state(lm, opt, init_key, t.batch_size))
+            return initial, start_tally, step_key, None
+        tr = restored.train
+        state = TrainState(restored.params, tr["opt_state"], tr["step"], tr["carry"])
+        tally = Tally(**{k: restored.meta[k] for k in Tally._fields})
+        return state, tally, jax.random.wrap_key_data(tr["rng"]), restored.meta
+
+    state, tally, step_key, meta = restore_latest(fresh)
+    del fresh  # donated to the first step
+    start = int(state.step)
+    if meta is not None:
+        for change in safe_changes:
+            log(f"resume: changed {change}")
+        if meta["num_devices"] != layout.mesh.size:
+            log(f"warning: the checkpoint was written on {meta['num_devices']} device(s), this run uses "
+                f"{layout.mesh.size}: results match an uninterrupted run to float rounding, not bit for bit")
+        if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total_steps:
+            log(f"warning: the {t.schedule} schedule now spans {total_steps:,} steps instead of "
+                f"{meta['total_steps']:,}")
+        where = ("the run's end" if start == total_steps else
+                 f"epoch {start // spe + 1}, batch {start % spe + 1} of {spe:,}")
+        log(f"resuming from the checkpoint at step {start:,} ({where}) in {ckpts.root}")
+        if tally.lr_scale != 1.0:
+            opt, train_step = build_step(tally.lr_scale)
+    if main:
+        save_config(config, workdir / "config.json")
+        save_vocab(workdir / "vocab.json", corpus.vocab)
+    metrics_log = MetricsLog(workdir / "metrics.jsonl", keep=tally.records) if main else MetricsLog(os.devnull)
     log(f"{corpus.name}: {len(train_ids):,} train tokens, vocab {corpus.vocab_size:,}; "
         f"{config.model.cell} {lm.sizes}, {n_params:,} params; {spe:,} steps/epoch, {total_steps:,} steps")
     progress = Progress(total_steps, tokens_per_step=t.batch_size * t.seq_len, log=log)
+    t0 = time.time()
 
     def run_eval(split: str, step: int, epoch: float) -> float:
-        nll = evaluate(lm, eval_step, state.params, corpus.splits[split], config)
+        nll = evaluate(lm, eval_step, parallel.local_copy(state.params), corpus.splits[split], config)
         metrics_log.write({"step": step, "epoch": epoch, "split": split, "loss": nll, "perplexity": _ppl(nll),
-                           "bpt": nll / math.log(2), "wall_s": time.time() - start})
+                           "bpt": nll / math.log(2), "wall_s": time.time() - t0})
         return nll
 
-    start = time.time()
-    history: list[float] = []
-    epoch_nll, epoch_n = 0.0, 0
+    def save(step: int, valid_ppl: float | None) -> None:
+        meta = {"step": step, "epoch": step // spe, "index": step % spe, "steps_per_epoch": spe,
+                "total_steps": total_steps, "sampling": config.data.sampling, "seed": config.seed,
+                "num_devices": layout.mesh.size, "config": config.to_dict(), "vocab": corpus.vocab,
+                **tally._replace(records=metrics_log.records)._asdict()}
+        ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, valid_ppl)
+
+    step = start
     pending = None  # metrics of the step in flight, read one step later (keeps dispatch async)
-    valid_nll = float("nan")
-    for step in range(total_steps):
-        epoch, index = divmod(step, spe)
-        if index == 0 or not keep_carry:
-            state = state._replace(carry=lm.initial_carry(t.batch_size))
-        batch = batching.train_batch(train_ids, t.batch_size, t.seq_len, config.data.sampling, config.seed, epoch,
-                                     index)
-        state, metrics = train_step(state, batching.Batch(*map(jnp.asarray, batch)), step_key)
-        if pending is not None:
-            epoch_nll, epoch_n = _record(pending, metrics_log, progress, t.log_every, epoch_nll, epoch_n)
-        pending = (step, epoch, metrics)
-        last_of_epoch = index == spe - 1
-        eval_due = config.eval.every_steps > 0 and (step + 1) % config.eval.every_steps == 0
-        if last_of_epoch or step == total_steps - 1 or eval_due:
-            epoch_nll, epoch_n = _record(pending, metrics_log, progress, t.log_every, epoch_nll, epoch_n, force=True)
-            pending = None
-            if eval_due or (last_of_epoch and (epoch + 1) % config.eval.every_epochs == 0) or step == total_steps - 1:
-                valid_nll = run_eval("valid", step + 1, (step + 1) / spe)
-                history.append(_ppl(valid_nll))
-                log(f"epoch {(step + 1) / spe:.2f}: train ppl {_ppl(epoch_nll / max(epoch_n, 1)):.2f}, "
-                    f"valid ppl {_ppl(valid_nll):.3f}")
-                if config.eval.sample_length > 0:
-                    log(sampling.progress_sample(lm, state.params, corpus, config, step + 1))
-            if last_of_epoch:
-                epoch_nll, epoch_n = 0.0, 0
-    train_wall = time.time() - start
+    poisoned = False
+    try:
+        with StopSignals() as stop:
+            while step < total_steps:
+                epoch, index = divmod(step, spe)
+                if index == 0 or not keep_carry:
+                    state = state._replace(carry=new_carry())
+                if step + 1 == poison_step and not poisoned:
+                    state, poisoned = state._replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params)), True
+                batch = parallel.place_batch(layout, lambda rows: batching.train_batch(
+                    train_ids, t.batch_size, t.seq_len, config.data.sampling, config.seed, epoch, index, rows))
+                state, metrics = train_step(state, batch, step_key)
+                try:
+                    if pending is not None:
+                        tally = _record(pending, metrics_log, progress, t.log_every, tally)
+                    pending = (step, epoch, metrics)
+                    step += 1
+                    last_of_epoch = step % spe == 0
+                    eval_due = config.eval.every_steps > 0 and step % config.eval.every_steps == 0
+                    boundary = last_of_epoch or step == total_steps or eval_due
+                    if not (boundary or stop.received or
+                            (config.checkpoint.every_steps > 0 and step % config.checkpoint.every_steps == 0)):
+                        continue
+                    tally = _record(pending, metrics_log, progress, t.log_every, tally, force=boundary)
+                    pending = None
+                except NonFiniteLoss as e:
+                    if t.on_nonfinite == "stop" or tally.lr_scale < 1e-3:
+                        ckpts.wait()
+                        last = ckpts.steps()
+                        raise NonFiniteLoss(
+                            f"{e}; stopped, the last good checkpoint is step {last[-1] if last else 'none'} "
+                            f"(train.on_nonfinite=rollback restores it with the learning rate halved)") from None
+                    bad_step = pending[0] + 1
+                    lr_scale = tally.lr_scale / 2
+                    metrics_log.close()
+                    state, tally, step_key, _ = restore_latest()
+                    tally = tally._replace(lr_scale=lr_scale)
+                    opt, train_step = build_step(lr_scale)
+                    step, pending = int(state.step), None
+                    metrics_log = MetricsLog(workdir / "metrics.jsonl", keep=tally.records) if main \
+                        else MetricsLog(os.devnull)
+                    metrics_log.write({"step": step, "epoch": step / spe, "event": "rollback",
+                                       "nonfinite_step": bad_step, "lr_scale": lr_scale})
+                    log(f"non-finite loss at step {bad_step:,}: rolled back to step {step:,}, "
+                        f"learning rate x{lr_scale:g}")
+                    continue
+                valid_ppl = None
+                if eval_due or (last_of_epoch and (step // spe) % config.eval.every_epochs == 0) \
+                        or step == total_steps:
+                    valid_nll = run_eval("valid", step, step / spe)
+                    valid_ppl = _ppl(valid_nll)
+                    tally = tally._replace(history=tally.history + [valid_ppl], valid_nll=valid_nll)
+                    log(f"epoch {step / spe:.2f}: train ppl {_ppl(tally.epoch_nll / max(tally.epoch_n, 1)):.2f}, "
+                        f"valid ppl {valid_ppl:.3f}")
+                    if config.eval.sample_length > 0:
+                        log(sampling.progress_sample(lm, parallel.local_copy(state.params), corpus, config, step))
+                if last_of_epoch:
+                    tally = tally._replace(epoch_nll=0.0, epoch_n=0)
+                save(step, valid_ppl)
+                if stop.received and step < total_steps:
+                    ckpts.wait()
+                    raise Preempted(f"stopped by {stop.received} after step {step:,} (epoch {step / spe:.2f}); "
+                                    f"checkpoint written to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
+    finally:
+        ckpts.close()
+    train_wall = time.time() - t0
     if on_done is not None:
         on_done(state)
     test_nll = run_eval("test", total_steps, total_steps / spe)
     metrics_log.close()
+    valid_nll = float("nan") if tally.valid_nll is None else tally.valid_nll
     summary = {
         "valid_ppl": _ppl(valid_nll),
         "test_ppl": _ppl(test_nll),
-        "best_valid_ppl": min(history) if history else None,
+        "best_valid_ppl": min(tally.history) if tally.history else None,
         "valid_loss": valid_nll,
         "test_loss": test_nll,
         "steps": total_steps,
         "epochs": total_steps / spe,
-        "tokens_per_s": total_steps * t.batch_size * t.seq_len / train_wall,
+        "tokens_per_s": (total_steps - start) * t.batch_size * t.seq_len / max(train_wall, 1e-9),
         "num_params": n_params,
-        "wall_s": time.time() - start,
+        "wall_s": time.time() - t0,
         "jax_version": jax.__version__,
         "device_kind": jax.devices()[0].device_kind,
-        "num_devices": jax.device_count(),
+        "num_devices": layout.mesh.size,
+        "num_processes": jax.process_count(),
         "corpus": corpus.name,
         "level": corpus.level,  # "char": rnnjax report adds bits per character
         "floor_ppl": corpus.floor_ppl,
     }
-    write_json_atomic(workdir / "summary.json", summary)
+    if main:
+        write_json_atomic(workdir / "summary.json", summary)
     return summary
 
 
-def _record(pending, metrics_log: MetricsLog, progress: Progress, log_every: int, epoch_nll: float, epoch_n: int,
-            force: bool = False) -> tuple[float, int]:
+def _record(pending, metrics_log: MetricsLog, progress: Progress, log_every: int, tally: Tally,
+            force: bool = False) -> Tally:
     """Read a finished step's metrics on the host: stop on a non-finite loss, log, progress."""
     step, epoch, metrics = pending
     m = jax.device_get(metrics)
     if not m["finite"]:
-        raise NonFiniteLoss(f"non-finite loss or gradient at step {step + 1} (epoch {epoch + 1}); "
-                            f"the parameters of step {step} are kept")
-    epoch_nll, epoch_n = epoch_nll + float(m["loss"]), epoch_n + 1
+        raise NonFiniteLoss(f"non-finite loss or gradient at step {step + 1} (epoch {epoch + 1})")
+    tally = tally._replace(epoch_nll=tally.epoch_nll + float(m["loss"]), epoch_n=tally.epoch_n + 1)
     progress.update(step + 1)
     if (step + 1) % log_every == 0 or force:
         record = {"step": step + 1, "epoch": epoch + 1, "split": "train", "loss": float(m["loss"]),
@@ -212,4 +380,4 @@ def _record(pending, metrics_log: MetricsLog, progress: Progress, log_every: int
                   "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"])}
         metrics_log.write(record)
         progress.report(record)
-    return epoch_nll, epoch_n
+    return tally

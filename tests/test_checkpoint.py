@@ -1,0 +1,150 @@
+"""Checkpoint contents and policies: config checks on resume, rollback, eval --checkpoint, corrupt dirs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rnnjax import checkpoint, cli, config as config_lib, train
+from rnnjax.data import DataError, load_corpus
+from rnnjax.run_files import MetricsLog, read_metrics
+
+TINY = {  # 24 steps per epoch
+    "data.synthetic_train_tokens": 2000, "data.synthetic_eval_tokens": 500,
+    "model.num_layers": 1, "model.hidden_size": 16, "model.embed_size": 8,
+    "train.batch_size": 8, "train.seq_len": 10, "train.optimizer": "sgd", "train.learning_rate": 0.5,
+    "train.schedule": "constant", "train.log_every": 1, "eval.batch_size": 4, "eval.seq_len": 50,
+}
+
+
+def args(workdir: Path, config: str | None = "quickstart", **overrides) -> list[str]:
+    out = ["train", "--workdir", str(workdir)] + (["--config", config] if config else [])
+    return out + [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
+
+
+def train_records(workdir: Path) -> list[dict]:
+    return [r for r in read_metrics(workdir / "metrics.jsonl") if r.get("split") == "train"]
+
+
+def test_resume_refuses_model_changes_and_reports_safe_ones(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6})) == 0
+    capsys.readouterr()
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "model.hidden_size": 32, "train.seq_len": 5})) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnjax: error: cannot resume from the checkpoint at step 6: config differs in "
+                          "model.hidden_size, train.seq_len (")
+    assert len(err.strip().splitlines()) == 1
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 16  # not overwritten
+
+    # No --config: the saved config, with the overrides on top (a safe one here).
+    assert cli.main(["train", "--workdir", str(tmp_path), "--config.train.max_steps=9"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: changed train.max_steps 6 -> 9" in out
+    assert "resuming from the checkpoint at step 6 (epoch 1, batch 7 of 24)" in out
+    assert [r["step"] for r in train_records(tmp_path)] == list(range(1, 10))
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 9
+
+
+def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path):
+    config = cli.resolve_config("quickstart", {
+        **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5",
+        "train.on_nonfinite": "rollback"})
+    corpus = load_corpus(config, Path("."))
+    logs = []
+    summary = train.train(config, corpus, tmp_path, log=logs.append, poison_step=8)
+    assert math.isfinite(summary["valid_ppl"])
+    records = list(read_metrics(tmp_path / "metrics.jsonl"))
+    events = [r for r in records if r.get("event") == "rollback"]
+    assert events == [{"step": 5, "epoch": 5 / 24, "event": "rollback", "nonfinite_step": 8, "lr_scale": 0.5}]
+    assert any("non-finite loss at step 8: rolled back to step 5, learning rate x0.5" in line for line in logs)
+    lrs = {r["step"]: r["lr"] for r in train_records(tmp_path)}
+    assert list(lrs) == list(range(1, 15))  # steps 6.. were logged once, after the rollback
+    assert lrs[5] == 0.5 and lrs[6] == lrs[14] == 0.25
+    meta = json.loads((tmp_path / "checkpoints" / "14" / "meta" / "metadata").read_text())
+    assert meta["lr_scale"] == 0.5
+
+
+def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    config = cli.resolve_config("quickstart", {
+        **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5"})
+    with pytest.raises(train.NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
+        train.train(config, load_corpus(config, Path(".")), tmp_path, log=lambda _: None, poison_step=8)
+    assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [5]
+
+
+def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.num_epochs": 3, "checkpoint.every_steps": 4, "checkpoint.keep": 2,
+                                      "checkpoint.keep_best": 1})) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    valid = {r["step"]: r["perplexity"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "valid"}
+    best_step = min(valid, key=valid.get)
+    steps = checkpoint.Checkpoints(tmp_path, config_lib.defaults(), read_only=True).steps()
+    assert steps == sorted({68, 72, best_step})  # the newest two and the best
+    capsys.readouterr()
+    for which, step in (("best", best_step), ("latest", 72), ("68", 68)):
+        assert cli.main(["eval", "--workdir", str(tmp_path), "--split", "valid", "--checkpoint", which]) == 0
+        got = json.loads(capsys.readouterr().out)["perplexity"]
+        if step in valid:
+            assert got == valid[step]
+    assert valid[best_step] == summary["best_valid_ppl"]
+    assert cli.main(["eval", "--workdir", str(tmp_path), "--checkpoint", "7"]) == 2
+    assert "--checkpoint '7': expected best, latest or one of the saved steps" in capsys.readouterr().err
+
+
+def test_all_checkpoints_unreadable_is_an_error_not_a_fresh_start(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    before = (tmp_path / "metrics.jsonl").read_text()
+    for meta in (tmp_path / "checkpoints").glob("*/meta/metadata"):
+        meta.write_text(meta.read_text()[:10])
+    capsys.readouterr()
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoint; unreadable steps: 3 (meta/metadata: JSONDecodeError" in err
+    assert "Move the directory away to start the run over" in err
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_restore_latest_skips_a_checkpoint_whose_arrays_fail(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    for f in (tmp_path / "checkpoints" / "6" / "train").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"")
+    capsys.readouterr()
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    out = capsys.readouterr().out
+    assert "warning: checkpoint at step 6 is incomplete or corrupt" in out
+    assert "resuming from the checkpoint at step 3" in out
+    assert (tmp_path / "checkpoints-corrupt" / "6").is_dir()
+    assert [r["step"] for r in train_records(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_metrics_log_keep_cuts_to_the_first_records_and_drops_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for step in range(1, 5):
+        log.write({"step": step, "loss": 1.0 / step})
+    log.close()
+    with open(path, "a") as f:
+        f.write('{"step": 5, "lo')
+    log = MetricsLog(path, keep=10)
+    assert log.records == 4 and [r["step"] for r in read_metrics(path)] == [1, 2, 3, 4]
+    log.close()
+    log = MetricsLog(path, keep=2)
+    log.write({"step": 3, "loss": 0.5})
+    log.close()
+    assert path.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "loss": 0.5}\n'
+
+
+def test_config_changes_treats_keys_added_since_as_their_default():
+    config = config_lib.defaults()
+    saved = config.to_dict()
+    del saved["checkpoint"], saved["train"]["on_nonfinite"]
+    assert checkpoint.config_changes(saved, config) == ([], [])
+    saved["model"]["cell"] = "gru"
+    saved["train"]["max_steps"] = 5
+    assert checkpoint.config_changes(saved, config) == (["model.cell"], ["train.max_steps 5 -> -1"])
+    with pytest.raises(DataError):
+        checkpoint.restore_params(Path("/nonexistent"), lambda key: None)
