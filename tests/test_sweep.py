@@ -192,24 +192,31 @@ def test_failed_points_are_recorded_and_retried_only_on_request(tmp_path, capsys
     assert "failed" in (tmp_path / "s" / "results.md").read_text()
 
 
-def test_killed_sweep_resumes(tmp_path, capsys):
-    spec = write_sweep(tmp_path, 'sweep("config.seed", [0, 1])')
+def test_killed_sweep_resumes_from_checkpoints(tmp_path, capsys):
+    spec = write_sweep(tmp_path, 'sweep("config.seed", [0, 1])', steps=300, train_tokens=20_000)
     workdir = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "rnnjax", "sweep", "--config", spec, "--workdir", str(workdir)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    overrides = ["--config.checkpoint.every_steps=20"]
+    proc = subprocess.Popen([sys.executable, "-m", "rnnjax", "sweep", "--config", spec, "--workdir", str(workdir),
+                             *overrides], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     first, second = workdir / "seed=0", workdir / "seed=1"
+
+    def saved(run_dir: Path) -> bool:
+        return any(p.name.isdigit() for p in (run_dir / "checkpoints").glob("*"))
+
     try:
-        deadline = time.time() + 150
-        while not (second / "status.json").is_file() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert (second / "status.json").is_file(), "the sweep never reached its second point"
-        assert not (second / "summary.json").exists()
+        deadline = time.time() + 200
+        while not saved(second) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert saved(second), "the sweep never reached a checkpoint of its second point"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert not (second / "summary.json").exists()
     stamp = (first / "summary.json").stat().st_mtime_ns
     assert sweep.point_status(second) == "interrupted"
-    rc, out = _sweep(capsys, spec, workdir)
+    rc, out = _sweep(capsys, spec, workdir, *overrides)
     assert rc == 0 and "1 finished (skipped)" in out and "start seed=1 (resuming)" in out, out
     assert (first / "summary.json").stat().st_mtime_ns == stamp
+    assert "resuming from the checkpoint at step" in (second / "train.log").read_text()
     assert [r["status"] for r in _rows(workdir)] == ["done", "done"]
