@@ -29,6 +29,8 @@ DATA = "data"  # the mesh axis the batch dimension is split over
 
 
 class Layout(NamedTuple):
+    """A run's device mesh and where its arrays live on it."""
+
     mesh: Mesh
     rows: NamedSharding  # leading (batch) dimension split over DATA, the rest whole
     replicated: NamedSharding  # a full copy on every device
@@ -37,18 +39,18 @@ class Layout(NamedTuple):
 
 
 def launched_multi_process() -> bool:
-    """Whether a launcher started several processes of this run (srun, mpirun, JAX_* variables)."""
+    """Whether a launcher started several processes of this run (`srun` with several tasks, `mpirun`)."""
     env = os.environ
-    return (int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-            or "JAX_COORDINATOR_ADDRESS" in env)
+    return int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
                auto: bool = False) -> bool:
     """Join a multi-process run with `jax.distributed.initialize`; must come before any JAX work.
 
-    Explicit arguments win; otherwise JAX detects SLURM, Open MPI, Cloud TPU or the JAX_*
-    variables itself. Returns whether the run is multi-process; a plain launch does nothing.
+    Explicit arguments win; otherwise JAX detects SLURM, Open MPI or Cloud TPU itself (`auto`,
+    or implied under `srun` / `mpirun` with several tasks). Returns whether the run is
+    multi-process; a plain launch (one process, e.g. one task of a SLURM array) does nothing.
     """
     explicit = (coordinator, num_processes, process_id) != (None, None, None)
     if not (explicit or auto or launched_multi_process()):
@@ -115,6 +117,7 @@ def replicate(layout: Layout, tree: Any) -> Any:
 
 def carry_maker(layout: Layout, initial_carry: Callable[[int], Any]) -> Callable[[], Any]:
     """A jitted `() -> carry` for the global batch, created on the devices already split by rows."""
+
     def fresh() -> Any:
         return initial_carry(layout.batch_size)
 
@@ -129,6 +132,13 @@ def place_batch(layout: Layout, rows_fn: Callable[[slice], Any]) -> Any:
     local = rows_fn(layout.local_rows)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(layout.rows, x, (layout.batch_size, *x.shape[1:])), local)
+
+
+def on_one_device(abstract: Any) -> Any:
+    """Shape/dtype leaves placed on this process's first device: a restore target that fits
+    any checkpoint, whatever mesh wrote it (Orbax reshards into the target's placement)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
 def local_copy(tree: Any) -> Any:

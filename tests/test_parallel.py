@@ -3,8 +3,9 @@
 Each subprocess sets XLA_FLAGS=--xla_force_host_platform_device_count before JAX starts.
 One driver process (8 devices) trains a tiny LSTM with dropout for 8 steps on 1 device and
 for 4 steps on 8 devices with the same global batch, then resumes the 8-device checkpoint
-on 1 device. Two more processes (2 devices each), joined by `jax.distributed.initialize`
-on 127.0.0.1, resume the same checkpoint on their 4-device mesh and finish the 8 steps.
+on 1 and on 8 devices, and trains 8 steps on 8 devices without a break. Two more
+processes (2 devices each), joined by `jax.distributed.initialize` on 127.0.0.1, resume
+the same checkpoint on their 4-device mesh and finish the 8 steps.
 The processes share a persistent compilation cache, so no program is compiled twice.
 
 Tolerance: losses agree to RTOL. Summing the batch on 8 devices and all-reducing changes
@@ -84,8 +85,11 @@ def _driver(tmp: Path) -> dict:
     train.train(config(1, RESUMED_STEPS), corpus, tmp / "one", log=quiet)
     summary8 = train.train(config(8, STEPS), corpus, tmp / "eight", log=quiet)
     out["summary8_devices"] = summary8["num_devices"]
-    shutil.copytree(tmp / "eight", tmp / "resumed1")
-    out["resumed1_devices"] = train.train(config(1, RESUMED_STEPS), corpus, tmp / "resumed1", log=quiet)["num_devices"]
+    for n in (1, 8):
+        shutil.copytree(tmp / "eight", tmp / f"resumed{n}")
+        out[f"resumed{n}_devices"] = train.train(config(n, RESUMED_STEPS), corpus, tmp / f"resumed{n}",
+                                                 log=quiet)["num_devices"]
+    train.train(config(8, RESUMED_STEPS), corpus, tmp / "eight_straight", log=quiet)
     return out
 
 
@@ -132,6 +136,25 @@ def test_checkpoint_from_eight_devices_resumes_on_one(driven):
     np.testing.assert_allclose([resumed[s] for s in later], [one[s] for s in later], rtol=RTOL)
 
 
+def test_resume_on_the_same_eight_devices_is_bit_identical(driven):
+    out, tmp = driven
+    assert out["resumed8_devices"] == 8
+    assert _train_losses(tmp / "resumed8") == _train_losses(tmp / "eight_straight")
+
+
+def test_only_a_multi_process_launch_initializes_jax_distributed(monkeypatch):
+    from rnnjax import parallel
+
+    calls = []
+    monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda *args: calls.append(args))
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # e.g. one task of a SLURM array: independent runs
+    assert parallel.initialize() is False and calls == []
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")  # srun with 4 tasks: JAX reads the rest from SLURM
+    assert parallel.initialize() is True and calls == [(None, None, None)]
+    assert parallel.initialize("10.0.0.1:1234", 2, 1) is True and calls[-1] == ("10.0.0.1:1234", 2, 1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,3 +194,8 @@ def test_two_processes_resume_on_four_devices_and_write_one_set_of_outputs(drive
     later = range(STEPS + 1, RESUMED_STEPS + 1)
     np.testing.assert_allclose([losses[s] for s in later], [one[s] for s in later], rtol=RTOL)
     assert str(RESUMED_STEPS) in {p.name for p in (workdir / "checkpoints").iterdir()}
+    # the 4-device checkpoint restores in a 1-device process for `rnnjax eval`, same test loss
+    proc = subprocess.run([sys.executable, "-m", "rnnjax", "eval", "--workdir", str(workdir)],
+                          env=_env(1, tmp / "jax_cache"), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["loss"] == summary["test_loss"]
