@@ -26,6 +26,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rnnjax import parallel
 from rnnjax.config import ConfigDict, ConfigError, defaults, flatten
 from rnnjax.data import DataError
 
@@ -253,7 +254,7 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
     ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True)
     try:
         step = ckpts.select(which)
-        params, _ = ckpts.restore_params(step, jax.eval_shape(init, jax.random.key(0)))
+        params, _ = ckpts.restore_params(step, parallel.on_one_device(jax.eval_shape(init, jax.random.key(0))))
     finally:
         ckpts.close()
     return params
