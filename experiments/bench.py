@@ -70,8 +70,8 @@ SHAPES = {
     "t2048": Shape(83, 16, 2048, 256, 2),
 }
 TORCH_CELLS = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
-TARGET_S = 1.0  # wall time of one timed repeat
-WARMUP_STEPS = 12
+TARGET_S = 0.5  # wall time of one timed repeat
+WARMUP_STEPS = 8
 
 
 def jax_config(cell: str, shape: Shape, impl: str | None):
@@ -221,7 +221,7 @@ def settle(runner: Runner, steps: int) -> tuple[int, float]:
         runner.step()
         runner.sync()
         times.append(time.perf_counter() - t0)
-    settled = statistics.median(times[-max(3, steps // 3):])
+    settled = statistics.median(times[-max(1, steps // 3):])
     first = next(i for i, t in enumerate(times) if t <= 1.1 * settled)
     return first + 1, settled
 
@@ -234,7 +234,8 @@ def timed(runner: Runner, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | None, log: Callable) -> dict:
+def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | None, log: Callable,
+              warmup: int = WARMUP_STEPS) -> dict:
     shape = SHAPES[shape_name]
     tokens = shape.batch * shape.seq_len
     batches = token_batches(shape, 4)
@@ -248,7 +249,7 @@ def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | N
     per_step = {}
     for name, r in runners.items():
         row[f"{name}_compile_s"] = round(r.setup(), 3)
-        row[f"{name}_steps_to_steady"], per_step[name] = settle(r, WARMUP_STEPS)
+        row[f"{name}_steps_to_steady"], per_step[name] = settle(r, warmup)
     n = {name: max(2, math.ceil(TARGET_S / t)) for name, t in per_step.items()}
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--cells", default="rnn_tanh,gru,lstm")
     p.add_argument("--mode", default="train,eval", help="comma list of train,eval")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="timed warm-up steps after compilation")
     p.add_argument("--impl", default=None, help="model.impl for rnnjax (default: the config default)")
     p.add_argument("--json", type=Path, default=None, help="write the rows (a JSON list) here")
     p.add_argument("--scaling", default=None, help="comma list of device counts (e.g. 1,2,4,8): train tokens/s "
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for s in shapes:
         for c in cells_:
             for m in modes:
-                rows.append({**bench_row(s, c, m, args.repeats, args.impl, _print_row), **hw})
+                rows.append({**bench_row(s, c, m, args.repeats, args.impl, _print_row, args.warmup), **hw})
                 if args.json:
                     args.json.parent.mkdir(parents=True, exist_ok=True)
                     args.json.write_text(json.dumps(rows, indent=1))

@@ -12,6 +12,11 @@ Splitting the input projection out lets `rnnjax.recurrent.unroll` compute it for
 time steps as one matmul before the scan. Carries are NamedTuples with an `h` field
 (the output). Recurrences run in float32 whatever the parameter dtype.
 
+`min_gru` and `min_lstm` (Feng et al. 2024, "Were RNNs All We Needed?") gate only on the
+input, so h' = a * h + b is linear in h: training runs their `parallel` form, a
+`jax.lax.associative_scan` over (a, b) pairs in O(log T) depth, and sampling steps
+`recur`, which computes the same h' = a * h + b.
+
 Register a new cell with `register_cell(name, Cell(...))`; `get_cell(name)` looks it up.
 """
 
@@ -166,6 +171,65 @@ def _lstm_core(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[LSTMCarry, Array
     return LSTMCarry(h, c), h
 
 
+def _input_gated_init(num_gates: int):
+    """Input weights only, `wi` [input, G*H] and `bi` [G*H], U(-1/sqrt(H), 1/sqrt(H))."""
+
+    def init(key: Array, input_size: int, hidden_size: int) -> Params:
+        k = 1.0 / hidden_size**0.5
+        kw, kb = jax.random.split(key)
+        return {"wi": _uniform(kw, (input_size, num_gates * hidden_size), k),
+                "bi": _uniform(kb, (num_gates * hidden_size,), k)}
+
+    return init
+
+
+def _min_gru_coeffs(xp: Array) -> tuple[Array, Array]:
+    """minGRU: z = sigmoid(W_z x + b_z), h~ = W_h x + b_h; h' = (1 - z) * h + z * h~."""
+    z_pre, h_tilde = jnp.split(xp, 2, axis=-1)
+    z = jax.nn.sigmoid(z_pre)
+    return 1.0 - z, z * h_tilde
+
+
+def _min_lstm_coeffs(xp: Array) -> tuple[Array, Array]:
+    """minLSTM: f, i = sigmoid(W x + b), normalised f' = f / (f + i), i' = i / (f + i);
+    h~ = W_h x + b_h; h' = f' * h + i' * h~ (gate blocks in order f, i, h~)."""
+    f_pre, i_pre, h_tilde = jnp.split(xp, 3, axis=-1)
+    f, i = jax.nn.sigmoid(f_pre), jax.nn.sigmoid(i_pre)
+    return f / (f + i), i / (f + i) * h_tilde
+
+
+def _linear_recurrence(coeffs):
+    """`recur` and `parallel` for h' = a * h + b with (a, b) = coeffs(xp).
+
+    The parallel form folds the initial state into the first step (b_0 + a_0 * h_0, as
+    `recur` computes it) and composes (a1, b1) then (a2, b2) as (a1 * a2, a2 * b1 + b2);
+    plain (not log-space) products, which in float32 underflow towards 0 (forgetting)
+    but never divide. It equals the sequential loop up to float rounding of the order.
+    """
+
+    def recur(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
+        a, b = coeffs(xp)
+        h = a * carry.h + b
+        return RNNCarry(h), h
+
+    def parallel(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
+        a, b = coeffs(xp)
+        b = b.at[0].set(a[0] * carry.h + b[0])
+
+        def compose(first, second):
+            return first[0] * second[0], second[0] * first[1] + second[1]
+
+        _, hs = jax.lax.associative_scan(compose, (a, b), axis=0)
+        return RNNCarry(hs[-1]), hs
+
+    return recur, parallel
+
+
+def _min_cell(num_gates: int, coeffs) -> Cell:
+    recur, parallel = _linear_recurrence(coeffs)
+    return Cell(_input_gated_init(num_gates), _zeros_carry(RNNCarry, 1), _input_proj, recur, parallel=parallel)
+
+
 def _split_cell(init, initial_carry, hidden_proj, core) -> Cell:
     return Cell(init, initial_carry, _input_proj, _composed(hidden_proj, core), hidden_proj, core)
 
@@ -189,6 +253,8 @@ CELLS: dict[str, Cell] = {
                             _rnn_core(jax.nn.relu)),
     "gru": _split_cell(_gated_init(3, True), _zeros_carry(GRUCarry, 1), _gru_hidden_proj, _gru_core),
     "lstm": _split_cell(_gated_init(4, False), _zeros_carry(LSTMCarry, 2), _recurrent_proj, _lstm_core),
+    "min_gru": _min_cell(2, _min_gru_coeffs),
+    "min_lstm": _min_cell(3, _min_lstm_coeffs),
 }
 
 
