@@ -346,6 +346,24 @@ def _print_row(row: dict) -> None:
           f"torch {torch_rate:>10} tok/s  ratio {ratio}  compile {row['rnnjax_compile_s']:.1f}s", flush=True)
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table (what experiments/results/bench_*.md hold)."""
+
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = ["| shape | cell | mode | B x T, layers x H, V | rnnjax tok/s | PyTorch tok/s | ratio | "
+             "rnnjax compile s | steps to steady (rnnjax / torch) | XLA buffers MB | repeats |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['batch']}x{r['seq_len']}, {r['layers']}x{r['hidden']}, "
+            f"{r['vocab']} | {num(r['rnnjax_tokens_per_s'], ',.0f')} | {num(r['torch_tokens_per_s'], ',.0f')} | "
+            f"{num(r['ratio'], '.2f')} | {r['rnnjax_compile_s']:.1f} | {r['rnnjax_steps_to_steady']} / "
+            f"{r.get('torch_steps_to_steady', 'n/a')} | {num(r.get('rnnjax_xla_buffers_mb'), '.0f')} | {r['repeats']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default="small,medium", help=f"comma list of {','.join(SHAPES)}")
@@ -358,7 +376,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--scaling", default=None, help="comma list of device counts (e.g. 1,2,4,8): train tokens/s "
                    "of the first shape and cell against data-parallel device count, instead of the comparison")
     p.add_argument("--scaling-batch", type=int, default=64, help="global batch for --scaling")
+    p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads; 0: PyTorch's default")
+    p.add_argument("--render", type=Path, nargs="+", default=None,
+                   help="print the rows of these --json files as a Markdown table and exit")
     args = p.parse_args(argv)
+    if args.render:
+        rows = [row for f in args.render for row in json.loads(f.read_text())]
+        print(markdown(rows))
+        return rows
     shapes, cells_, modes = (s.split(",") for s in (args.shapes, args.cells, args.mode))
     for s in shapes:
         if s not in SHAPES:
@@ -366,6 +391,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for m in modes:
         if m not in ("train", "eval"):
             p.error(f"unknown mode {m!r}; expected train or eval")
+    if args.torch_threads and torch is not None:
+        torch.set_num_threads(args.torch_threads)
     hw = hardware()
     print(json.dumps(hw))
     if args.scaling:
