@@ -80,6 +80,11 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         workdir = Path("runs") / f"{Path((args.config or QUICKSTART).partition(':')[0]).stem}-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {workdir}")
+    if config.task != "lm":
+        from rnnjax import tasks
+
+        tasks.run(config, workdir, resolve_data_dir(args.data_dir))
+        return 0
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
     try:
         summary = train.train(config, corpus, workdir)  # writes config.json and vocab.json once resuming is checked

@@ -92,8 +92,8 @@ def generate(lm: LanguageModel, params: Any, prime: Array, length: int, key: Arr
 
 
 def token_level(vocab: list[str]) -> str:
-    """"char" when every token is one character (char and symbol corpora), else "word"."""
-    return "char" if all(len(t) == 1 for t in vocab) else "word"
+    """"char" when every token but `<unk>` is one character (char and symbol corpora), else "word"."""
+    return "char" if all(len(t) == 1 for t in vocab if t != UNK) else "word"
 
 
 def encode_prime(prime: str, vocab: list[str], level: str, oov: str = "error") -> np.ndarray:
@@ -136,7 +136,9 @@ def sample_text(lm: LanguageModel, params: Any, vocab: list[str], level: str, pr
 
 
 def load_run(workdir: Path, checkpoint: str = "latest") -> tuple[Any, list[str], LanguageModel, Any]:
-    """(config, vocab, model, params) of a run directory, from its saved config, vocabulary and checkpoint."""
+    """(config, vocab, model, params) of a run directory: its saved config and vocabulary, and the
+    parameters of checkpoint `checkpoint` ("best", "latest" or a step number)."""
+    from rnnjax import checkpoint as checkpoint_lib
     from rnnjax import config as config_lib
     from rnnjax.model import make_lm
 
@@ -145,18 +147,11 @@ def load_run(workdir: Path, checkpoint: str = "latest") -> tuple[Any, list[str],
         if not (workdir / name).is_file():
             raise DataError(f"{workdir}: no {name}; is this a run directory of a language model?")
     config = config_lib.from_json(workdir / "config.json")
+    if config.task != "lm":
+        raise DataError(f"{workdir}: a {config.task!r} run; sampling needs a language model run")
     vocab = json.loads((workdir / "vocab.json").read_text())
     lm = make_lm(config, len(vocab))
-    return config, vocab, lm, _restore(workdir, checkpoint, lm.init)
-
-
-def _restore(workdir: Path, which: str, init) -> Any:
-    """Parameters of checkpoint `which` ("best", "latest" or a step number)."""
-    from rnnjax import checkpoint
-
-    if which != "latest":
-        raise ConfigError(f"--checkpoint {which!r}: this version keeps only the final checkpoint; use 'latest'")
-    return checkpoint.restore_params(workdir, init)
+    return config, vocab, lm, checkpoint_lib.restore_params(workdir, lm.init, checkpoint, config)
 
 
 def progress_sample(lm: LanguageModel, params: Any, corpus, config, step: int) -> str:

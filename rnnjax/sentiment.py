@@ -1,0 +1,172 @@
+"""Sentence sentiment (many-to-one classification over padded batches), run by `task = "sentiment"`.
+
+    rnnjax train --config configs/sentiment.py --workdir runs/sentiment
+
+Data: `rnnjax.data.load_sentences` (rt-polarity: 5,331 negative + 5,331 positive
+sentences, latin-1). Split: a permutation seeded by `seed` puts the first
+`sentiment.test_fraction` of the sentences in test and the rest in train; the last
+`sentiment.valid_fraction` of that train part is held out as validation, which picks the
+epoch whose parameters are kept and scored on test. The vocabulary (`<pad>` = 0,
+`<unk>` = 1, then train words seen at least `sentiment.min_count` times) comes from the
+train part only.
+
+Model: embedding -> stacked recurrent layers of sizes `model.layer_sizes` (optionally
+bidirectional) run with per-sentence `lengths`, so padding never reaches the state ->
+the last real step's state ("last"; forward and backward states when bidirectional) or
+the mean of the outputs over real steps ("mean") -> one logit, binary cross entropy.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax import batching, recurrent
+from rnnjax.config import ConfigDict, ConfigError, layer_sizes
+from rnnjax.data import build_vocab, load_sentences, save_vocab
+from rnnjax.model import embed_size, model_cell, num_params
+from rnnjax.run_files import MetricsLog
+
+Array = jax.Array
+PAD, UNK = "<pad>", "<unk>"
+
+
+class Split(NamedTuple):
+    ids: np.ndarray  # [N, T] int32, padded with 0
+    lengths: np.ndarray  # [N] int32
+    labels: np.ndarray  # [N] float32, 1 = positive
+
+
+class Classifier(NamedTuple):
+    init: Callable[[Array], dict]
+    apply: Callable[..., Array]  # (params, ids [B, T], lengths [B], key=None) -> logits [B]
+
+
+def split_indices(n: int, config: ConfigDict) -> dict[str, np.ndarray]:
+    """Seeded train / valid / test indices of `n` sentences (see the module docstring)."""
+    s = config.sentiment
+    for key, value in (("test_fraction", s.test_fraction), ("valid_fraction", s.valid_fraction)):
+        if not 0 < value < 1:
+            raise ConfigError(f"config key 'sentiment.{key}' = {value!r}: expected a fraction in (0, 1)")
+    perm = np.random.default_rng([config.seed, 2024]).permutation(n)
+    n_test = int(round(n * s.test_fraction))
+    train = perm[n_test:]
+    n_valid = int(round(len(train) * s.valid_fraction))
+    return {"train": train[: len(train) - n_valid], "valid": train[len(train) - n_valid :], "test": perm[:n_test]}
+
+
+def sentence_vocab(sentences: list[list[str]], min_count: int) -> list[str]:
+    counts = collections.Counter(w for words in sentences for w in words)
+    return [PAD, UNK] + [w for w in build_vocab([w for words in sentences for w in words]) if counts[w] >= min_count]
+
+
+def encode_split(sentences: list[list[str]], labels: np.ndarray, vocab: list[str], length: int) -> Split:
+    index = {w: i for i, w in enumerate(vocab)}
+    seqs = [[index.get(w, 1) for w in words] for words in sentences]
+    padded = batching.pad_sequences(seqs, pad_id=0, length=length)
+    return Split(padded.ids, padded.lengths, labels.astype(np.float32))
+
+
+def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
+    """Embedding -> (bi)directional recurrent stack over padded ids with lengths -> one logit."""
+    cell = model_cell(config)
+    sizes = layer_sizes(config)
+    n_embed = embed_size(config)
+    bidirectional = config.sentiment.bidirectional
+    pooling = config.sentiment.pooling
+    if pooling not in ("last", "mean"):
+        raise ConfigError(f"config key 'sentiment.pooling' = {pooling!r}: expected 'last' or 'mean'")
+    rate, variational = config.model.dropout, config.model.dropout_type == "variational"
+    n_features = sizes[-1] * (2 if bidirectional else 1)
+
+    def init(key: Array) -> dict:
+        k_embed, k_fwd, k_bwd, k_out = jax.random.split(key, 4)
+        if bidirectional:
+            in_sizes = [n_embed] + [2 * h for h in sizes[:-1]]
+            layers = [(cell.init(kf, n, h), cell.init(kb, n, h)) for kf, kb, n, h in
+                      zip(jax.random.split(k_fwd, len(sizes)), jax.random.split(k_bwd, len(sizes)), in_sizes, sizes)]
+        else:
+            layers = recurrent.init_stack(cell, k_fwd, n_embed, sizes)
+        bound = 1.0 / n_features**0.5
+        return {"embed": jax.random.uniform(k_embed, (vocab_size, n_embed), jnp.float32, -0.1, 0.1),
+                "layers": layers,
+                "out": {"w": jax.random.uniform(k_out, (n_features,), jnp.float32, -bound, bound),
+                        "b": jnp.zeros((), jnp.float32)}}
+
+    def apply(params: dict, ids: Array, lengths: Array, key: Array | None = None) -> Array:
+        x = params["embed"][ids.T]  # [T, B, E]
+        batch = ids.shape[0]
+        if bidirectional:
+            keys = [None] * (len(sizes) + 1) if key is None else list(jax.random.split(key, len(sizes) + 1))
+            h = x
+            for layer, size, k in zip(params["layers"], sizes, keys):
+                h = recurrent.apply_dropout(k, rate, h, variational)
+                carry = cell.initial_carry((batch,), size)
+                (fwd, bwd), h = recurrent.run_bidirectional(cell, layer, (carry, carry), h, lengths=lengths)
+            last, ys = jnp.concatenate([fwd.h, bwd.h], axis=-1), h
+        else:
+            carries = recurrent.stack_initial_carry(cell, batch, sizes)
+            carries, ys = recurrent.run_stack(cell, params["layers"], carries, x, lengths=lengths, dropout=rate,
+                                              variational=variational, key=key)
+            last = carries[-1].h
+        # padded steps output 0, so the sum over time is the sum over real steps
+        features = last if pooling == "last" else ys.sum(0) / lengths[:, None].astype(ys.dtype)
+        return features @ params["out"]["w"] + params["out"]["b"]
+
+    return Classifier(init, apply)
+
+
+def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Train and score the sentence classifier; summary["test_accuracy"] is at the best-validation epoch."""
+    from rnnjax.tasks import environment, fit
+
+    corpus = load_sentences(config, data_dir)
+    idx = split_indices(len(corpus.sentences), config)
+    sentences = {s: [corpus.sentences[i] for i in ix] for s, ix in idx.items()}
+    vocab = sentence_vocab(sentences["train"], config.sentiment.min_count)
+    save_vocab(workdir / "vocab.json", vocab)
+    length = max(len(words) for words in corpus.sentences)
+    data = {s: encode_split(sentences[s], corpus.labels[idx[s]], vocab, length) for s in idx}
+    clf = make_classifier(config, len(vocab))
+    params = jax.jit(clf.init)(jax.random.key(config.seed))
+    logits_fn = jax.jit(clf.apply)
+
+    def loss_fn(params, batch, key):
+        ids, lengths, labels = batch
+        return optax.sigmoid_binary_cross_entropy(clf.apply(params, ids, lengths, key), labels).mean()
+
+    def scores(params, split: Split) -> tuple[float, float]:
+        logits = np.concatenate([np.asarray(logits_fn(params, split.ids[i:i + 1000], split.lengths[i:i + 1000]))
+                                 for i in range(0, len(split.ids), 1000)])
+        loss = float(optax.sigmoid_binary_cross_entropy(logits, split.labels).mean())
+        return loss, float(((logits > 0) == (split.labels > 0.5)).mean())
+
+    def evaluate(params, epoch):
+        out = {}
+        for s in ("valid", "test"):
+            out[f"{s}_loss"], out[f"{s}_accuracy"] = scores(params, data[s])
+        return out
+
+    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    log(f"{corpus.name}: {len(idx['train']):,} train / {len(idx['valid']):,} valid / {len(idx['test']):,} test "
+        f"sentences, vocab {len(vocab):,}, padded to {length}; {config.model.cell} {layer_sizes(config)}"
+        f"{' bidirectional' if config.sentiment.bidirectional else ''}, {num_params(params):,} params")
+    start = time.time()
+    train = data["train"]
+    params, result = fit(loss_fn, params, (train.ids, train.lengths, train.labels), config, evaluate, metrics_log,
+                         log, select="valid_accuracy")
+    metrics_log.close()
+    _, train_acc = scores(params, train)
+    test_labels = data["test"].labels
+    return {"test_accuracy": result["test_accuracy"], "valid_accuracy": result["valid_accuracy"],
+            "train_accuracy": train_acc, "epoch_kept": result["epoch"],
+            "majority_baseline_accuracy": float(max(test_labels.mean(), 1 - test_labels.mean())),
+            "sentences": {s: int(len(ix)) for s, ix in idx.items()}, "vocab_size": len(vocab),
+            "num_params": num_params(params), "wall_s": time.time() - start, **environment()}

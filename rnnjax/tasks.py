@@ -1,0 +1,279 @@
+"""The classic small RNN tasks on the same pure cells, run by `rnnjax train` when `task` != "lm".
+
+    rnnjax train --config configs/sine.py       --workdir runs/sine        # many-to-one regression
+    rnnjax train --config configs/echo.py       --workdir runs/echo        # seq2seq, TBPTT, carried state
+    rnnjax train --config configs/sentiment.py  --workdir runs/sentiment   # padded sentence classification
+
+Each writes config.json, metrics.jsonl (train loss every `train.log_every` steps, one
+evaluation record per epoch), summary.json and PNG plots into the run directory.
+Sentence sentiment lives in `rnnjax.sentiment`; this module holds sine, echo, the
+shared minibatch loop and the dispatch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax import batching, optim, recurrent
+from rnnjax.config import ConfigDict, ConfigError, layer_sizes, save
+from rnnjax.model import make_lm, model_cell, num_params
+from rnnjax.run_files import MetricsLog, write_json_atomic
+
+Array = jax.Array
+
+
+def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Run `config.task` into `workdir`; returns (and writes) its summary."""
+    from rnnjax import sentiment
+
+    runners = {"sine": run_sine, "echo": run_echo, "sentiment": sentiment.run}
+    if config.task not in runners:
+        raise ConfigError(f"config key 'task' = {config.task!r}: expected one of {sorted(runners)} (or 'lm')")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    save(config, workdir / "config.json")
+    summary = runners[config.task](config, workdir, data_dir, log)
+    write_json_atomic(workdir / "summary.json", summary)
+    log(f"wrote {workdir / 'summary.json'}: " + ", ".join(
+        f"{k} {v:.6g}" for k, v in summary.items() if k.startswith(("test_", "accuracy")) and isinstance(v, float)))
+    return summary
+
+
+def environment() -> dict:
+    """Versions and device, recorded in every summary."""
+    return {"jax_version": jax.__version__, "device_kind": jax.devices()[0].device_kind}
+
+
+def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: ConfigDict,
+        evaluate: Callable[[Any, int], dict], metrics_log: MetricsLog, log: Callable[[str], None],
+        select: str | None = None) -> tuple[Any, dict]:
+    """Shuffled minibatch training of `loss_fn(params, batch, key) -> loss` over `data` (arrays, first axis = examples).
+
+    Calls `evaluate(params, epoch)` after every `eval.every_epochs` epochs and logs its
+    dict. Returns the final parameters and evaluation, or with `select` (a key of the
+    evaluation dict, higher is better) those of the best evaluation.
+    """
+    t = config.train
+    n = len(data[0])
+    spe = n // t.batch_size
+    if spe < 1:
+        raise ConfigError(f"config key 'train.batch_size' = {t.batch_size}: larger than the {n} training examples")
+    total = spe * t.num_epochs if t.max_steps <= 0 else min(spe * t.num_epochs, t.max_steps)
+    lr_schedule = optim.schedule(config, spe, total)
+    opt = optim.optimizer(config, lr_schedule)
+
+    def train_step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    train_step = jax.jit(train_step, donate_argnums=(0, 1))
+    opt_state = opt.init(params)
+    key = jax.random.key(config.seed + 1)
+    best, best_eval, result = None, None, None
+    start, step = time.time(), 0
+    for epoch in range(math.ceil(total / spe)):
+        order = np.random.default_rng([config.seed, epoch]).permutation(n)
+        losses = []
+        for i in range(min(spe, total - step)):
+            idx = order[i * t.batch_size : (i + 1) * t.batch_size]
+            params, opt_state, loss = train_step(params, opt_state, tuple(a[idx] for a in data),
+                                                 jax.random.fold_in(key, step))
+            losses.append(loss)
+            step += 1
+            if step % t.log_every == 0:
+                metrics_log.write({"step": step, "epoch": epoch + 1, "split": "train", "loss": float(loss)})
+        last = step == total
+        if (epoch + 1) % config.eval.every_epochs == 0 or last:
+            result = evaluate(params, epoch + 1)
+            record = {"step": step, "epoch": epoch + 1, "split": "eval", "train_loss": float(np.mean(losses)),
+                      "wall_s": time.time() - start, **result}
+            metrics_log.write(record)
+            log(" | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            if select is not None and (best_eval is None or result[select] > best_eval[select]):
+                best, best_eval = jax.tree.map(jnp.copy, params), dict(result, epoch=epoch + 1)
+    if select is not None:
+        return best, best_eval
+    return params, result
+
+
+# ----------------------------------------------------------------------------- sine
+
+def sine_data(config: ConfigDict) -> dict[str, np.ndarray]:
+    """Windows of `sine.window` samples of sin(x), x = i * spacing, and the sample that follows each.
+
+    The series has train_points + test_points samples; train targets are samples
+    window .. train_points-1, test targets the test_points samples after the train range.
+    """
+    s = config.sine
+    y = np.sin(np.arange(s.train_points + s.test_points) * s.spacing).astype(np.float32)
+    starts = np.arange(len(y) - s.window)
+    windows = y[starts[:, None] + np.arange(s.window)]  # [N, window]
+    targets = y[starts + s.window]
+    n_train = s.train_points - s.window
+    return {"x_train": windows[:n_train], "y_train": targets[:n_train],
+            "x_test": windows[n_train:], "y_test": targets[n_train:],
+            "t_test": (starts[n_train:] + s.window) * s.spacing}
+
+
+def make_regressor(config: ConfigDict):
+    """(init, apply): a stacked RNN over [B, T] scalar inputs, a linear read-out of the last step."""
+    cell = model_cell(config)
+    sizes = layer_sizes(config)
+
+    def init(key: Array) -> dict:
+        k_rnn, k_out = jax.random.split(key)
+        bound = 1.0 / math.sqrt(sizes[-1])
+        return {"layers": recurrent.init_stack(cell, k_rnn, 1, sizes),
+                "out": {"w": jax.random.uniform(k_out, (sizes[-1],), jnp.float32, -bound, bound),
+                        "b": jnp.zeros((), jnp.float32)}}
+
+    def apply(params: dict, x: Array) -> Array:
+        carries = recurrent.stack_initial_carry(cell, x.shape[0], sizes)
+        carries, _ = recurrent.run_stack(cell, params["layers"], carries, x.T[:, :, None],
+                                         scan_unroll=config.model.scan_unroll)
+        return carries[-1].h @ params["out"]["w"] + params["out"]["b"]
+
+    return init, apply
+
+
+def run_sine(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Many-to-one regression: next sin sample from the previous window; MSE loss."""
+    data = sine_data(config)
+    init, apply = make_regressor(config)
+    params = jax.jit(init)(jax.random.key(config.seed))
+    predict = jax.jit(apply)
+
+    def loss_fn(params, batch, key):
+        x, y = batch
+        return jnp.mean((apply(params, x) - y) ** 2)
+
+    def evaluate(params, epoch):
+        return {"test_mse": float(np.mean((np.asarray(predict(params, data["x_test"])) - data["y_test"]) ** 2))}
+
+    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    log(f"sine: {len(data['y_train']):,} train / {len(data['y_test']):,} test windows of {config.sine.window}; "
+        f"{config.model.cell} {layer_sizes(config)}, {num_params(params):,} params")
+    start = time.time()
+    params, result = fit(loss_fn, params, (data["x_train"], data["y_train"]), config, evaluate, metrics_log, log)
+    metrics_log.close()
+    pred = np.asarray(predict(params, data["x_test"]))
+    _plot_sine(workdir / "sine_test.png", data["t_test"], data["y_test"], pred, result["test_mse"])
+    y = data["y_test"]
+    return {"test_mse": result["test_mse"],
+            "baseline_mean_mse": float(np.mean((y - data["y_train"].mean()) ** 2)),  # predict the train mean
+            "baseline_last_mse": float(np.mean((y - data["x_test"][:, -1]) ** 2)),  # repeat the last input
+            "num_params": num_params(params), "wall_s": time.time() - start, **environment()}
+
+
+def _plot_sine(path: Path, t: np.ndarray, true: np.ndarray, pred: np.ndarray, mse: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot(t, true, label="sin(x)", lw=3, alpha=0.5)
+    ax.plot(t, pred, label="predicted", lw=1)
+    ax.set_title(f"next-sample prediction on the test range (MSE {mse:.2e})")
+    ax.legend()
+    ax_err.plot(t, pred - true, lw=1)
+    ax_err.set_ylabel("error")
+    ax_err.set_xlabel("x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- echo
+
+def echo_stream(seed: int, length: int, echo_step: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random bit stream cut into `rows` rows and its echo: targets[t] = inputs[t - echo_step] (0 before)."""
+    x = np.random.default_rng(seed).integers(0, 2, length).astype(np.int32)
+    y = np.roll(x, echo_step)
+    y[:echo_step] = 0
+    cols = length // rows
+    return x[: rows * cols].reshape(rows, cols), y[: rows * cols].reshape(rows, cols)
+
+
+def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Delayed echo of a bit stream: truncated BPTT over `train.seq_len` windows, carry passed between them.
+
+    The model is the language model's (embedding -> stacked RNN -> linear) with a
+    2-symbol vocabulary, trained by the same `train_step`; its state, one carry per
+    layer, rides in `TrainState.carry` from window to window. Each epoch is a fresh
+    stream. Accuracy is on a fresh stream, at positions >= echo_step of each row.
+    """
+    from rnnjax import train as lm_train
+
+    t, e = config.train, config.echo
+    cols = e.train_length // t.batch_size
+    spe = cols // t.seq_len
+    total = spe * t.num_epochs if t.max_steps <= 0 else min(spe * t.num_epochs, t.max_steps)
+    lm = make_lm(config, 2)
+    lr_schedule = optim.schedule(config, spe, total)
+    opt = optim.optimizer(config, lr_schedule)
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    state = lm_train.init_state(lm, opt, init_key, t.batch_size)
+    train_step = lm_train.make_train_step(lm, opt, lr_schedule, config)
+    test_x, test_y = echo_stream(config.seed + 10_000, e.test_length, e.echo_step, t.batch_size)
+    predict = jax.jit(lambda params, x: jnp.argmax(lm.apply(params, lm.initial_carry(x.shape[0]), x)[1], -1).T)
+
+    def accuracy(params) -> float:
+        pred = np.asarray(predict(params, test_x))
+        return float((pred == test_y)[:, e.echo_step:].mean())
+
+    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    log(f"echo: {e.train_length:,} bits per epoch as {t.batch_size} rows, {t.seq_len}-step windows, "
+        f"{spe} steps/epoch, {total} steps; {config.model.cell} {lm.sizes}, {num_params(state.params):,} params")
+    start, step, losses, acc = time.time(), 0, [], float("nan")
+    for epoch in range(math.ceil(total / spe)):
+        x, y = echo_stream(config.seed * 1000 + epoch, e.train_length, e.echo_step, t.batch_size)
+        state = state._replace(carry=lm.initial_carry(t.batch_size))
+        for i in range(min(spe, total - step)):
+            window = slice(i * t.seq_len, (i + 1) * t.seq_len)
+            state, m = train_step(state, batching.Batch(jnp.asarray(x[:, window]), jnp.asarray(y[:, window])),
+                                  step_key)
+            losses.append(m["loss"])
+            step += 1
+            if step % t.log_every == 0:
+                metrics_log.write({"step": step, "epoch": epoch + 1, "split": "train", "loss": float(m["loss"])})
+        acc = accuracy(state.params)
+        record = {"step": step, "epoch": epoch + 1, "split": "eval", "train_loss": float(np.mean(losses[-spe:])),
+                  "accuracy": acc, "wall_s": time.time() - start}
+        metrics_log.write(record)
+        log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, accuracy on fresh data {acc:.4%}")
+    metrics_log.close()
+    pred = np.asarray(predict(state.params, test_x))
+    _plot_echo(workdir / "echo.png", test_x, test_y, pred, e.echo_step)
+    return {"accuracy": acc, "test_bits": int(test_y[:, e.echo_step:].size), "steps": step,
+            "num_params": num_params(state.params), "wall_s": time.time() - start, **environment()}
+
+
+def _plot_echo(path: Path, x: np.ndarray, y: np.ndarray, pred: np.ndarray, echo_step: int, rows: int = 3,
+               width: int = 45) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 1.4 * rows + 0.4))
+    for r, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(np.stack([x[r, :width], y[r, :width], pred[r, :width]]), cmap="Greys", vmin=0, vmax=1,
+                  aspect="auto", interpolation="nearest")
+        ax.set_yticks([0, 1, 2], ["input", "target", "predicted"])
+        ax.set_xticks(range(0, width, 5))
+        ax.axvline(echo_step - 0.5, color="tab:red", lw=1)
+    axes[0].set_title(f"echo task (delay {echo_step}): first {width} steps of {rows} test rows; "
+                      f"left of the red line is not scored")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
