@@ -263,7 +263,7 @@ def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | N
         row["paired_ratio_median"] = round(statistics.median(a / b for a, b in zip(rates["rnnjax"], rates["torch"])), 3)
     else:
         row["ratio"] = None
-        row["ratio_note"] = "PyTorch not installed" if torch is None else f"PyTorch has no {cell} module"
+        row["ratio_note"] = "PyTorch not installed or --no-torch" if torch is None else f"PyTorch has no {cell} module"
     for r in runners.values():
         row.update(r.memory())
     row["process_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--scaling", default=None, help="comma list of device counts (e.g. 1,2,4,8): train tokens/s "
                    "of the first shape and cell against data-parallel device count, instead of the comparison")
     p.add_argument("--scaling-batch", type=int, default=64, help="global batch for --scaling")
+    p.add_argument("--no-torch", action="store_true", help="time rnnjax only (no PyTorch column)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads; 0: PyTorch's default")
     p.add_argument("--render", type=Path, nargs="+", default=None,
                    help="print the rows of these --json files as a Markdown table and exit")
@@ -391,6 +392,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for m in modes:
         if m not in ("train", "eval"):
             p.error(f"unknown mode {m!r}; expected train or eval")
+    if args.no_torch:
+        global torch
+        torch = None
     if args.torch_threads and torch is not None:
         torch.set_num_threads(args.torch_threads)
     hw = hardware()

@@ -19,8 +19,7 @@ def _close(a, b, tol=2e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("cell_name", CELLS)
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell_name,reverse", [(c, False) for c in CELLS] + [("gru", True)])
 def test_scan_with_vjp_matches_autodiff(cell_name, reverse):
     cell = cells.get_cell(cell_name)
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
@@ -56,8 +55,7 @@ def test_decoder_nll_matches_optax():
     _close(jax.value_and_grad(fused, (0, 1, 2))(h, w, b), jax.value_and_grad(reference, (0, 1, 2))(h, w, b))
 
 
-@pytest.mark.parametrize("cell_name", CELLS)
-@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("cell_name,tie", [(c, False) for c in CELLS] + [("lstm", True)])
 def test_lm_nll_fast_equals_reference(cell_name, tie):
     """Whole LM: loss and gradients of every parameter, with dropout, both impls."""
     config = defaults()
