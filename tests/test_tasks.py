@@ -162,10 +162,10 @@ def test_unknown_task_is_a_one_line_error(capsys):
 
 def test_custom_cell_example_trains_with_the_standard_runner(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "custom_cell" / "peephole_lstm.py"),
-                          "--steps", "40", "--workdir", str(tmp_path / "peep")],
+                          "--steps", "120", "--workdir", str(tmp_path / "peep")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     config = json.loads((tmp_path / "peep" / "config.json").read_text())
     assert config["model"]["cell"] == "peephole_lstm"
     s = _summary(tmp_path / "peep")
-    assert s["valid_ppl"] < 0.6 * 24  # well below the uniform perplexity of the 24 symbols
+    assert s["valid_ppl"] < 0.5 * 24  # well below the uniform perplexity of the 24 symbols
