@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             args.json.write_text(json.dumps(rows, indent=1))
         return rows
     if torch is None:
-        print("PyTorch is not installed (pip install -e .[bench]): ratios unavailable")
+        print("PyTorch not installed (pip install -e .[bench]) or --no-torch: ratios unavailable")
     rows = []
     for s in shapes:
         for c in cells_:
