@@ -133,11 +133,11 @@ def test_sentence_classifier_learns_a_keyword_rule(tmp_path):
 def test_sentiment_end_to_end_on_rt_polarity(tmp_path, shared_data):
     workdir = tmp_path / "sent"
     assert cli.main(["train", "--config", str(ROOT / "configs" / "sentiment.py"), "--workdir", str(workdir),
-                     "--config.model.embed_size=16", "--config.train.num_epochs=2", "--config.train.max_steps=40",
+                     "--config.model.embed_size=16", "--config.train.num_epochs=1", "--config.train.max_steps=20",
                      "--config.train.batch_size=128", "--config.train.learning_rate=0.01"]) == 0
     s = _summary(workdir)
     assert s["sentences"] == {"train": 8636, "valid": 960, "test": 1066}
-    assert 0.0 <= s["test_accuracy"] <= 1.0 and s["epoch_kept"] in (1, 2)
+    assert 0.0 <= s["test_accuracy"] <= 1.0 and s["epoch_kept"] == 1
     vocab = json.loads((workdir / "vocab.json").read_text())
     assert vocab[:2] == ["<pad>", "<unk>"] and len(vocab) == s["vocab_size"]
 
