@@ -34,7 +34,8 @@ CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints-corrupt"
 # Keys a resumed run may change: they decide how long to train and what to log or keep,
 # not what any step computes.
-SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs")
+SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs",
+             "eval.every_steps", "eval.sample_length", "eval.sample_prime")
 SAFE_PREFIXES = ("checkpoint.", "parallel.")  # parallel.*: where steps run, not what they compute
 # The small JSON files of a step directory; each must parse for the step to be considered.
 _JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "params/_METADATA", "train/_METADATA")
