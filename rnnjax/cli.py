@@ -1,10 +1,12 @@
-"""The `rnnjax` command: train, eval, sample.
+"""The `rnnjax` command: train, eval, sample, sweep, report, data.
 
     rnnjax train [--config configs/ptb.py:small] [--workdir DIR] [--config.KEY=VALUE ...]
-    rnnjax eval --workdir DIR [--split valid|test]
+    rnnjax eval --workdir DIR [--split valid|test] [--checkpoint best|latest|STEP]
     rnnjax sample --workdir DIR --prime TEXT [--length N] [--temperature T] [--top-k K] [--top-p P] ...
     rnnjax data fetch CORPUS... [--data-dir D] [--mirror URL]
     rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
+    rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run]
+    rnnjax report DIR
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
 into a fresh directory under ./runs and says where.
