@@ -177,6 +177,14 @@ def _parse_value(text: str, current):
     return value
 
 
+def set_key(config: ConfigDict, key: str, value) -> None:
+    """config['a.b.c'] = value, walking the nested ConfigDicts."""
+    *parents, leaf = key.split(".")
+    for p in parents:
+        config = config[p]
+    config[leaf] = value
+
+
 def apply_overrides(config: ConfigDict, overrides: dict[str, str]) -> ConfigDict:
     """Apply {'train.max_steps': '1000', ...} to a copy of `config`; one-line errors."""
     config = ConfigDict(config.to_dict())
@@ -188,11 +196,7 @@ def apply_overrides(config: ConfigDict, overrides: dict[str, str]) -> ConfigDict
             value = _parse_value(text, known[key])
         except (ValueError, SyntaxError) as e:
             raise ConfigError(f"bad value {text!r} for config key {key!r}: {e}") from None
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_key(config, key, value)
     config.lock()
     return config
 
@@ -253,10 +257,6 @@ def from_json(path: Path) -> ConfigDict:
             raise ConfigError(f"{path}: unknown config key {key!r}{_suggest(key, base)}")
         if isinstance(base[key], tuple):
             value = tuple(value)
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_key(config, key, value)
     config.lock()
     return config
