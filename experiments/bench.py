@@ -335,6 +335,7 @@ def hardware() -> dict:
         "jaxlib_version": jaxlib.__version__,
         "torch_version": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "torch_device": None if torch is None else ("cuda" if torch.cuda.is_available() else "cpu"),
     }
 
