@@ -29,7 +29,7 @@ class LanguageModel(NamedTuple):
     init: Callable[[Array], dict]
     initial_carry: Callable[[int], list]
     apply: Callable[..., tuple[list, Array]]
-    sizes: list[int]
+    sizes: tuple[int, ...]
     vocab_size: int
     nll: Callable[..., tuple[list, Array]]
 
@@ -135,7 +135,7 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
         flat = decoder_nll(h.reshape(t * b, -1), w, params["decoder"]["b"], targets.T.reshape(-1))
         return carries, flat.reshape(t, b)
 
-    return LanguageModel(init, initial_carry, apply, sizes, vocab_size, nll)
+    return LanguageModel(init, initial_carry, apply, tuple(sizes), vocab_size, nll)
 
 
 def num_params(params: Any) -> int:

@@ -12,6 +12,7 @@ script, e.g. the Chinese `jaychou` corpus); word models print words, `<eos>` as 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -71,24 +72,30 @@ def pick(key: Array, logits: Array, s: Sampler) -> Array:
     return jnp.take_along_axis(idx, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=("lm", "length", "s", "num_samples"))
+def _generate(lm: LanguageModel, params: Any, prime: Array, length: int, key: Array, s: Sampler,
+              num_samples: int) -> Array:
+    carry = lm.initial_carry(num_samples)
+    carry, logits = lm.apply(params, carry, jnp.broadcast_to(prime, (num_samples, prime.shape[0])))
+
+    def body(state, k):
+        carry, last_logits = state
+        token = pick(k, last_logits, s)
+        carry, logits = lm.apply(params, carry, token[:, None])
+        return (carry, logits[0]), token
+
+    _, tokens = jax.lax.scan(body, (carry, logits[-1]), jax.random.split(key, length))
+    return tokens.T
+
+
 def generate(lm: LanguageModel, params: Any, prime: Array, length: int, key: Array, s: Sampler,
              num_samples: int = 1) -> Array:
-    """`num_samples` continuations [M, length] of the prime token ids [P] (P >= 1), in one jitted call."""
+    """`num_samples` continuations [M, length] of the prime token ids [P] (P >= 1), in one jitted call.
 
-    def run(params, prime, key):
-        carry = lm.initial_carry(num_samples)
-        carry, logits = lm.apply(params, carry, jnp.broadcast_to(prime, (num_samples, prime.shape[0])))
-
-        def body(state, k):
-            carry, last_logits = state
-            token = pick(k, last_logits, s)
-            carry, logits = lm.apply(params, carry, token[:, None])
-            return (carry, logits[0]), token
-
-        _, tokens = jax.lax.scan(body, (carry, logits[-1]), jax.random.split(key, length))
-        return tokens.T
-
-    return jax.jit(run)(params, jnp.asarray(prime, jnp.int32), key)
+    Compiled once per (model, length, sampler, M, prime length): samples printed at every
+    evaluation of a training run reuse the same program.
+    """
+    return _generate(lm, params, jnp.asarray(prime, jnp.int32), length, key, s, num_samples)
 
 
 def token_level(vocab: list[str]) -> str:

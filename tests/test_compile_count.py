@@ -86,3 +86,18 @@ def test_counter_sees_a_recompilation():
         f(x3)
         f(x4)
     assert compiled == ["jit(<lambda>)"]
+
+
+def test_sampling_compiles_once_per_shape():
+    """Samples printed at every evaluation reuse one program (new params, new key)."""
+    from rnnjax.sampling import Sampler, generate
+
+    config = _config("lstm", "fast")
+    lm = make_lm(config, 17)
+    prime = np.array([1, 2, 3], np.int32)
+    generate(lm, lm.init(jax.random.key(0)), prime, 6, jax.random.key(1), Sampler())
+    with count_compiles() as names:
+        for seed in range(3):
+            out = generate(lm, lm.init(jax.random.key(seed + 5)), prime, 6, jax.random.key(seed), Sampler())
+            assert out.shape == (1, 6)
+    assert names == []
