@@ -167,7 +167,10 @@ def _parse_value(text: str, current):
         raise ValueError("expected true or false")
     if isinstance(current, str):
         return text
-    value = ast.literal_eval(text)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"expected {type(current).__name__}") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, (list, int)):

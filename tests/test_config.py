@@ -40,7 +40,7 @@ def test_unknown_key_suggests_the_closest():
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("train.batch_size", "twenty", "bad value 'twenty' for config key 'train.batch_size'"),
+    ("train.batch_size", "twenty", "bad value 'twenty' for config key 'train.batch_size': expected int$"),
     ("train.batch_size", "2.5", "expected int, got float"),
     ("model.tie_embeddings", "maybe", "expected true or false"),
     ("model.dropout", "1.5", r"'model.dropout' = 1.5: expected in \[0, 1\)"),
