@@ -255,7 +255,12 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
     ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True)
     try:
         step = ckpts.select(which)
-        params, _ = ckpts.restore_params(step, parallel.on_one_device(jax.eval_shape(init, jax.random.key(0))))
+        target = parallel.on_one_device(jax.eval_shape(init, jax.random.key(0)))
+        try:
+            params, _ = ckpts.restore_params(step, target)
+        except Exception as e:  # Orbax/TensorStore raise many types for damaged files
+            raise DataError(f"{ckpts.root / str(step)}: checkpoint at step {step} cannot be read ({_why(e)}); "
+                            f"pick another with --checkpoint STEP") from None
     finally:
         ckpts.close()
     return params

@@ -148,3 +148,15 @@ def test_config_changes_treats_keys_added_since_as_their_default():
     assert checkpoint.config_changes(saved, config) == (["model.cell"], ["train.max_steps 5 -> -1"])
     with pytest.raises(DataError):
         checkpoint.restore_params(Path("/nonexistent"), lambda key: None)
+
+
+def test_eval_of_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    for f in (tmp_path / "checkpoints" / "6" / "params").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:10])
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "checkpoint at step 6 cannot be read" in err and "--checkpoint STEP" in err
+    assert cli.main(["eval", "--workdir", str(tmp_path), "--checkpoint", "3"]) == 0
