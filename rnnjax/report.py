@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rnnjax import config as config_lib
 from rnnjax.data import DataError
-from rnnjax.run_files import read_metrics
+from rnnjax.run_files import perplexity, read_metrics
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
 BAR_KEY = "model.cell"
@@ -170,7 +170,7 @@ def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
         by_split: dict[str, dict[int, float]] = {"train": {}, "valid": {}}
         for rec in read_metrics(sweep_dir / r["run"] / "metrics.jsonl"):
             if rec.get("split") in by_split and "loss" in rec:
-                y = rec["loss"] / math.log(2) if char else math.exp(min(rec["loss"], 700.0))
+                y = rec["loss"] / math.log(2) if char else perplexity(rec["loss"])
                 by_split[rec["split"]][rec["step"]] = y  # a resumed run may log a step twice: last wins
         color = f"C{i % 10}"
         train, valid = sorted(by_split["train"].items()), sorted(by_split["valid"].items())

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import jax
+
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
@@ -89,3 +91,13 @@ def read_metrics(path: Path | str) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def perplexity(nll: float) -> float:
+    """exp of a mean NLL in nats, capped so a diverged run still records a finite number."""
+    return math.exp(min(nll, 700.0))
+
+
+def environment() -> dict:
+    """Versions and device, recorded in every summary."""
+    return {"jax_version": jax.__version__, "device_kind": jax.devices()[0].device_kind}

@@ -32,7 +32,7 @@ from rnnjax import batching, recurrent
 from rnnjax.config import ConfigDict, ConfigError, layer_sizes
 from rnnjax.data import build_vocab, load_sentences, save_vocab
 from rnnjax.model import embed_size, model_cell, num_params
-from rnnjax.run_files import MetricsLog
+from rnnjax.run_files import MetricsLog, environment
 
 Array = jax.Array
 PAD, UNK = "<pad>", "<unk>"
@@ -125,7 +125,7 @@ def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
 
 def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Train and score the sentence classifier; summary["test_accuracy"] is at the best-validation epoch."""
-    from rnnjax.tasks import environment, fit
+    from rnnjax.tasks import fit
 
     corpus = load_sentences(config, data_dir)
     idx = split_indices(len(corpus.sentences), config)

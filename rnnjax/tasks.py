@@ -25,7 +25,7 @@ import optax
 from rnnjax import batching, optim, recurrent
 from rnnjax.config import ConfigDict, ConfigError, layer_sizes, save
 from rnnjax.model import make_lm, model_cell, num_params
-from rnnjax.run_files import MetricsLog, write_json_atomic
+from rnnjax.run_files import MetricsLog, environment, write_json_atomic
 
 Array = jax.Array
 
@@ -45,11 +45,6 @@ def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], 
     log(f"wrote {workdir / 'summary.json'}: " + ", ".join(
         f"{k} {v:.6g}" for k, v in summary.items() if k.startswith(("test_", "accuracy")) and isinstance(v, float)))
     return summary
-
-
-def environment() -> dict:
-    """Versions and device, recorded in every summary."""
-    return {"jax_version": jax.__version__, "device_kind": jax.devices()[0].device_kind}
 
 
 def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: ConfigDict,

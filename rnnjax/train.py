@@ -27,7 +27,7 @@ from rnnjax.config import ConfigDict, ConfigError, save as save_config
 from rnnjax.data import Corpus, DataError, save_vocab
 from rnnjax.model import LanguageModel, make_lm, num_params
 from rnnjax.progress import Progress
-from rnnjax.run_files import MetricsLog, write_json_atomic
+from rnnjax.run_files import MetricsLog, environment, perplexity, write_json_atomic
 
 Array = jax.Array
 
@@ -103,10 +103,6 @@ def evaluate(lm: LanguageModel, eval_step: Callable, params: Any, ids: np.ndarra
         total += float(nll)
         count += float(n)
     return total / count
-
-
-def _ppl(nll: float) -> float:
-    return math.exp(min(nll, 700.0))
 
 
 class Preempted(Exception):
@@ -257,7 +253,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
 
     def run_eval(split: str, step: int, epoch: float) -> float:
         nll = evaluate(lm, eval_step, parallel.local_copy(state.params), corpus.splits[split], config)
-        metrics_log.write({"step": step, "epoch": epoch, "split": split, "loss": nll, "perplexity": _ppl(nll),
+        metrics_log.write({"step": step, "epoch": epoch, "split": split, "loss": nll, "perplexity": perplexity(nll),
                            "bpt": nll / math.log(2), "wall_s": time.time() - t0})
         return nll
 
@@ -320,9 +316,9 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
                 if eval_due or (last_of_epoch and (step // spe) % config.eval.every_epochs == 0) \
                         or step == total_steps:
                     valid_nll = run_eval("valid", step, step / spe)
-                    valid_ppl = _ppl(valid_nll)
+                    valid_ppl = perplexity(valid_nll)
                     tally = tally._replace(history=tally.history + [valid_ppl], valid_nll=valid_nll)
-                    log(f"epoch {step / spe:.2f}: train ppl {_ppl(tally.epoch_nll / max(tally.epoch_n, 1)):.2f}, "
+                    log(f"epoch {step / spe:.2f}: train ppl {perplexity(tally.epoch_nll / max(tally.epoch_n, 1)):.2f}, "
                         f"valid ppl {valid_ppl:.3f}")
                     if config.eval.sample_length > 0:
                         log(sampling.progress_sample(lm, parallel.local_copy(state.params), corpus, config, step))
@@ -342,8 +338,8 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     metrics_log.close()
     valid_nll = float("nan") if tally.valid_nll is None else tally.valid_nll
     summary = {
-        "valid_ppl": _ppl(valid_nll),
-        "test_ppl": _ppl(test_nll),
+        "valid_ppl": perplexity(valid_nll),
+        "test_ppl": perplexity(test_nll),
         "best_valid_ppl": min(tally.history) if tally.history else None,
         "valid_loss": valid_nll,
         "test_loss": test_nll,
@@ -352,8 +348,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
         "tokens_per_s": (total_steps - start) * t.batch_size * t.seq_len / max(train_wall, 1e-9),
         "num_params": n_params,
         "wall_s": time.time() - t0,
-        "jax_version": jax.__version__,
-        "device_kind": jax.devices()[0].device_kind,
+        **environment(),
         "num_devices": layout.mesh.size,
         "num_processes": jax.process_count(),
         "corpus": corpus.name,
@@ -376,7 +371,7 @@ def _record(pending, metrics_log: MetricsLog, progress: Progress, log_every: int
     progress.update(step + 1)
     if (step + 1) % log_every == 0 or force:
         record = {"step": step + 1, "epoch": epoch + 1, "split": "train", "loss": float(m["loss"]),
-                  "perplexity": _ppl(float(m["loss"])), "tokens_per_s": progress.tokens_per_s(),
+                  "perplexity": perplexity(float(m["loss"])), "tokens_per_s": progress.tokens_per_s(),
                   "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"])}
         metrics_log.write(record)
         progress.report(record)
