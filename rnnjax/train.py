@@ -160,14 +160,13 @@ def _scaled(schedule: optax.Schedule, factor: float) -> optax.Schedule:
 
 
 def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str], None] = print,
-          on_done: Callable[[TrainState], None] | None = None, poison_step: int | None = None) -> dict:
+          poison_step: int | None = None) -> dict:
     """Train `config` on `corpus` in `workdir`, resuming from its newest good checkpoint if any.
 
     Writes config.json, vocab.json, metrics.jsonl, checkpoints/ and summary.json. A resumed
     run ends bit-identical to an uninterrupted one (same machine and device count).
     Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and
     `NonFiniteLoss` on a non-finite loss when `train.on_nonfinite` is "stop".
-    `on_done(state)` is called with the final state before the test evaluation.
     `poison_step` is a test hook: the parameters turn NaN once, just before that step.
     """
     workdir = Path(workdir)
@@ -332,8 +331,6 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     finally:
         ckpts.close()
     train_wall = time.time() - t0
-    if on_done is not None:
-        on_done(state)
     test_nll = run_eval("test", total_steps, total_steps / spe)
     metrics_log.close()
     valid_nll = float("nan") if tally.valid_nll is None else tally.valid_nll
