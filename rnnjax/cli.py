@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from rnnjax import config as config_lib
+from rnnjax import host_memory
 from rnnjax.data import DataError, check_vocab, load_corpus, resolve_data_dir
 
 QUICKSTART = "quickstart"
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    host_memory.tune()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = _split_overrides(extra, parser)
