@@ -14,7 +14,10 @@ reported as unavailable. Cells PyTorch has no module for (min_gru, min_lstm) get
 PyTorch column.
 
 Modes: `train` = forward, backward, clipping and the optimizer update; `eval` = forward
-and the summed token NLL without gradients. Also reported per row: compile time (rnnjax:
+and the summed token NLL without gradients; `sample` = generation of SAMPLE_LENGTH tokens
+for each of `batch` sequences after a one-token prime, drawing from the softmax and feeding
+each token back (rnnjax: `rnnjax.sampling`'s one jitted scan; PyTorch: a Python loop of
+one-step calls under inference_mode, as its examples do). Also reported per row: compile time (rnnjax:
 lowering + XLA compilation; PyTorch: its first step), steps until the step time settles
 (first warm-up step within 10% of the median of the last warm-up steps), and memory
 (rnnjax: XLA's buffer total for the compiled step, or the device's peak where the
@@ -40,7 +43,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from rnnjax import batching, optim, parallel
+from rnnjax import batching, host_memory, optim, parallel, sampling
 from rnnjax.config import defaults
 from rnnjax.model import make_lm, num_params
 from rnnjax.train import init_state, make_eval_step, make_train_step
@@ -72,6 +75,8 @@ SHAPES = {
 TORCH_CELLS = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
 TARGET_S = 0.5  # wall time of one timed repeat
 WARMUP_STEPS = 8
+SAMPLE_LENGTH = 100  # tokens generated per sequence in `sample` mode
+MALLOC_TUNED = False
 
 
 def jax_config(cell: str, shape: Shape, impl: str | None):
@@ -112,6 +117,7 @@ def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: li
     info = {"num_params": num_params(state.params)}
     data = [batching.Batch(jnp.asarray(b[:, :-1]), jnp.asarray(b[:, 1:])) for b in batches]
     weights = jnp.ones((shape.batch, shape.seq_len), jnp.float32)
+    prime = jnp.asarray(batches[0][0, :1])
     box: dict[str, Any] = {"i": 0, "state": state, "carry": state.carry}
     compiled: dict[str, Any] = {}
 
@@ -120,6 +126,9 @@ def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: li
         if mode == "train":
             fn = make_train_step(lm, opt, optim.schedule(config, 1000, 1000), config)
             compiled["fn"] = fn.lower(box["state"], data[0], key).compile()
+        elif mode == "sample":
+            compiled["fn"] = sampling._generate.lower(lm, box["state"].params, prime, SAMPLE_LENGTH, key,
+                                                      sampling.Sampler(), shape.batch).compile()
         else:
             fn = make_eval_step(lm)
             compiled["fn"] = fn.lower(box["state"].params, box["carry"], data[0].inputs, data[0].targets,
@@ -131,6 +140,8 @@ def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: li
         box["i"] += 1
         if mode == "train":
             box["state"], box["out"] = compiled["fn"](box["state"], b, key)
+        elif mode == "sample":
+            box["out"] = compiled["fn"](box["state"].params, prime, jax.random.fold_in(key, box["i"]))
         else:
             box["carry"], nll, _ = compiled["fn"](box["state"].params, box["carry"], b.inputs, b.targets, weights)
             box["out"] = nll
@@ -171,8 +182,11 @@ def torch_runner(cell: str, shape: Shape, mode: str, batches: list[np.ndarray]) 
 
     model = LM().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    zeros = torch.zeros(shape.layers, shape.batch, shape.hidden, device=device)
-    box: dict[str, Any] = {"i": 0, "hidden": (zeros, zeros.clone()) if cell == "lstm" else zeros}
+    def init_hidden():
+        zeros = torch.zeros(shape.layers, shape.batch, shape.hidden, device=device)
+        return (zeros, zeros.clone()) if cell == "lstm" else zeros
+
+    box: dict[str, Any] = {"i": 0, "hidden": init_hidden()}
     data = [(torch.from_numpy(b[:, :-1].astype(np.int64)).to(device),
              torch.from_numpy(b[:, 1:].T.astype(np.int64)).reshape(-1).to(device)) for b in batches]
 
@@ -190,6 +204,13 @@ def torch_runner(cell: str, shape: Shape, mode: str, batches: list[np.ndarray]) 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             box["hidden"] = hidden
+        elif mode == "sample":  # as rnnjax.sampling: draw from the softmax, feed the token back
+            with torch.inference_mode():
+                hidden = init_hidden()
+                logits, hidden = model(x[:, :1], hidden)
+                for _ in range(SAMPLE_LENGTH):
+                    token = torch.multinomial(torch.softmax(logits[-1], -1), 1)
+                    logits, hidden = model(token, hidden)
         else:
             with torch.inference_mode():
                 logits, box["hidden"] = model(x, box["hidden"])
@@ -237,7 +258,7 @@ def timed(runner: Runner, n: int) -> float:
 def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | None, log: Callable,
               warmup: int = WARMUP_STEPS) -> dict:
     shape = SHAPES[shape_name]
-    tokens = shape.batch * shape.seq_len
+    tokens = shape.batch * (SAMPLE_LENGTH if mode == "sample" else shape.seq_len)
     batches = token_batches(shape, 4)
     runners = {}
     jr, info = jax_runner(cell, shape, mode, impl, batches)
@@ -336,6 +357,7 @@ def hardware() -> dict:
         "torch_version": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_malloc": "tuned" if MALLOC_TUNED else "glibc default",
         "torch_device": None if torch is None else ("cuda" if torch.cuda.is_available() else "cpu"),
     }
 
@@ -369,7 +391,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default="small,medium", help=f"comma list of {','.join(SHAPES)}")
     p.add_argument("--cells", default="rnn_tanh,gru,lstm")
-    p.add_argument("--mode", default="train,eval", help="comma list of train,eval")
+    p.add_argument("--mode", default="train,eval", help="comma list of train,eval,sample")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="timed warm-up steps after compilation")
     p.add_argument("--impl", default=None, help="model.impl for rnnjax (default: the config default)")
@@ -382,6 +404,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--render", type=Path, nargs="+", default=None,
                    help="print the rows of these --json files as a Markdown table and exit")
     args = p.parse_args(argv)
+    global MALLOC_TUNED
+    MALLOC_TUNED = host_memory.tune()  # as the rnnjax command does; the setting is per process, so PyTorch gets it too
     if args.render:
         rows = [row for f in args.render for row in json.loads(f.read_text())]
         print(markdown(rows))
@@ -391,8 +415,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if s not in SHAPES:
             p.error(f"unknown shape {s!r}; expected one of {', '.join(SHAPES)}")
     for m in modes:
-        if m not in ("train", "eval"):
-            p.error(f"unknown mode {m!r}; expected train or eval")
+        if m not in ("train", "eval", "sample"):
+            p.error(f"unknown mode {m!r}; expected train, eval or sample")
     if args.no_torch:
         global torch
         torch = None
