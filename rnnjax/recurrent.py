@@ -81,41 +81,45 @@ def scan_with_vjp(cell: Cell, params: Params, carry: Any, xp: Array, reverse: bo
                   scan_unroll: int = 1) -> tuple[Any, Array]:
     """`lax.scan` of `cell.recur` over projected inputs `xp` [T, B, G], with a hand-written VJP.
 
-    The forward pass keeps, for each step, the previous hidden state and the residuals of
-    `cell.core`'s VJP (for the LSTM: the gate activations and the derivative factors of
-    sigmoid/tanh), so the backward pass never re-evaluates a nonlinearity. The backward is
-    one reverse scan that carries only the state gradient through the stored core VJP and
-    the transposed recurrent matmul; the recurrent weights' gradient is one matmul over all
-    T*B rows after the loop (as cuDNN does) instead of T small ones inside it. Same values
-    as `jax.grad` through the scan.
+    The forward pass saves each step's carry and recurrent projection. The backward pass
+    runs the recurrence's gradient as one reverse scan that only carries the hidden-state
+    gradient through `core` and the transposed recurrent matmul, and computes the
+    recurrent weights' gradient after the loop as one matmul over all T*B rows (as cuDNN
+    does) instead of T small ones inside it. Same values as `jax.grad` through the scan.
     """
+
+    def run(params, carry, xp):
+        def body(c, x_t):
+            hp = cell.hidden_proj(params, c.h)
+            new_c, y = cell.core(c, x_t, hp)
+            return new_c, (y, c, hp)
+
+        carry, (ys, prev, hps) = jax.lax.scan(body, carry, xp, reverse=reverse, unroll=scan_unroll)
+        return (carry, ys), (prev, hps)
 
     @jax.custom_vjp
     def f(params, carry, xp):
-        return jax.lax.scan(lambda c, x_t: cell.recur(params, c, x_t), carry, xp, reverse=reverse, unroll=scan_unroll)
+        return run(params, carry, xp)[0]
 
     def fwd(params, carry, xp):
-        def body(c, x_t):
-            (new_c, y), core_vjp = jax.vjp(cell.core, c, x_t, cell.hidden_proj(params, c.h))
-            return new_c, (y, c.h, core_vjp)
-
-        carry, (ys, h_prev, core_vjps) = jax.lax.scan(body, carry, xp, reverse=reverse, unroll=scan_unroll)
-        return (carry, ys), (params, h_prev, core_vjps)
+        out, (prev, hps) = run(params, carry, xp)
+        return out, (params, prev, hps, xp)
 
     def bwd(res, grads):
-        params, h_prev, core_vjps = res
+        params, prev, hps, xp = res
         d_carry, d_ys = grads
 
         def back(dc, inp):
-            core_vjp, h, dy = inp
+            c, hp, x_t, dy = inp
+            _, core_vjp = jax.vjp(cell.core, c, x_t, hp)
             dc_prev, dx_t, dhp = core_vjp((dc, dy))
-            _, h_vjp = jax.vjp(lambda h: cell.hidden_proj(params, h), h)
+            _, h_vjp = jax.vjp(lambda h: cell.hidden_proj(params, h), c.h)
             dc_prev = dc_prev._replace(h=dc_prev.h + h_vjp(dhp)[0])
             return dc_prev, (dx_t, dhp)
 
-        d_carry0, (d_xp, d_hps) = jax.lax.scan(back, d_carry, (core_vjps, h_prev, d_ys), reverse=not reverse,
+        d_carry0, (d_xp, d_hps) = jax.lax.scan(back, d_carry, (prev, hps, xp, d_ys), reverse=not reverse,
                                                unroll=scan_unroll)
-        h_all = h_prev.reshape(-1, h_prev.shape[-1])
+        h_all = prev.h.reshape(-1, prev.h.shape[-1])
         _, p_vjp = jax.vjp(lambda p: cell.hidden_proj(p, h_all), params)
         (d_params,) = p_vjp(d_hps.reshape(-1, d_hps.shape[-1]))
         return d_params, d_carry0, d_xp
