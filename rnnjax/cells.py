@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Params = Any
 Array = jax.Array
@@ -145,11 +146,10 @@ def _gru_core(carry: GRUCarry, xp: Array, hp: Array) -> tuple[GRUCarry, Array]:
         n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))     # reset after the matmul
         h' = (1 - z) * n + z * h
     """
-    xr, xz, xn = jnp.split(xp, 3, axis=-1)
-    hr, hz, hn = jnp.split(hp, 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * hn)
+    two = 2 * (xp.shape[-1] // 3)
+    # r and z as one dense tanh, sigmoid(x) = (1 + tanh(x / 2)) / 2 (faster on XLA CPU: levers.md)
+    r, z = jnp.split(0.5 * jnp.tanh(0.5 * (xp[..., :two] + hp[..., :two])) + 0.5, 2, axis=-1)
+    n = jnp.tanh(xp[..., two:] + r * hp[..., two:])
     h = (1.0 - z) * n + z * carry.h
     return GRUCarry(h), h
 
@@ -165,9 +165,13 @@ def _lstm_core(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[LSTMCarry, Array
         h' = o * tanh(c')
     """
     gates = xp + hp
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    hidden = gates.shape[-1] // 4
+    # One dense tanh over all 4H columns, sigmoid(x) = (1 + tanh(x / 2)) / 2 for i, f, o:
+    # XLA CPU vectorises it about 4x faster than four activations over slices (levers.md).
+    half = np.repeat(np.array([0.5, 0.5, 1.0, 0.5], np.float32), hidden).astype(gates.dtype)
+    i, f, g, o = jnp.split(jnp.tanh(gates * half), 4, axis=-1)
+    c = (0.5 * f + 0.5) * carry.c + (0.5 * i + 0.5) * g
+    h = (0.5 * o + 0.5) * jnp.tanh(c)
     return LSTMCarry(h, c), h
 
 
