@@ -35,7 +35,7 @@ def get_config(preset=None):
 
 def get_sweep():
     return product(
-        sweep("config.model.cell", ["rnn_tanh", "gru", "lstm"]),
+        sweep("config.model.cell", ["rnn_tanh", "gru", "lstm", "min_gru", "min_lstm"]),
         sweep("config.model.num_layers", [1, 2]),
         sweep("config.model.dropout", [0.0, 0.5]),
         sweep("config.seed", [0]),

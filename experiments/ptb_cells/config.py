@@ -1,4 +1,5 @@
-"""RNN vs GRU vs LSTM on PTB words: cell x layers x dropout at a 2-core CPU budget.
+"""RNN vs GRU vs LSTM (and the parallel-scan min_gru, min_lstm) on PTB words: cell x layers x dropout
+at a 2-core CPU budget.
 
     nice -n 10 rnnjax sweep --config experiments/ptb_cells/config.py --workdir runs/ptb_cells --jobs 1
     rnnjax report runs/ptb_cells --out experiments/ptb_cells
@@ -36,7 +37,7 @@ def get_config(preset=None):
 
 def get_sweep():
     return product(
-        sweep("config.model.cell", ["rnn_tanh", "gru", "lstm"]),
+        sweep("config.model.cell", ["rnn_tanh", "gru", "lstm", "min_gru", "min_lstm"]),
         sweep("config.model.num_layers", [1, 2]),
         sweep("config.model.dropout", [0.0, 0.5]),
         sweep("config.seed", [0]),
