@@ -3,11 +3,13 @@
 An XLA CPU step allocates its temporaries (the [N, V] logits and their gradient, the dense
 embedding gradient, ...) anew on every call. With glibc's default settings any block above
 the dynamic mmap threshold is mmapped and unmapped each time, so every step pays page faults
-on megabytes of fresh zero pages: on this project's 2-core CPU that was 17% of a PTB-small
-LSTM step (`experiments/results/levers.md`). Raising the mmap threshold, the trim
-threshold and the top pad makes those blocks come from (and go back to) the heap, as PyTorch's CPU tuning
-guide gets with jemalloc/tcmalloc. The cost is that freed heap memory is kept by the process
-rather than returned to the OS.
+on megabytes of fresh zero pages: 12,982 faults and about a quarter of the time of a
+PTB-small LSTM step on this project's 2-core CPU (`experiments/results/bench_cpu.md`).
+Raising the mmap threshold, the trim threshold and the top pad, and keeping a single arena
+(blocks above 64 MB from XLA's worker threads are otherwise always mmapped), makes those
+blocks come from, and go back to, the heap, as PyTorch's CPU tuning guide gets with
+jemalloc/tcmalloc. The cost is that heap memory the process frees stays with the process
+rather than returning to the OS.
 
 `rnnjax` commands call `tune()` at start-up; `RNNJAX_MALLOC=default` leaves glibc as it is.
 It is a no-op where the C library has no `mallopt` (macOS, musl).
