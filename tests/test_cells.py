@@ -66,6 +66,21 @@ def test_step_matches_numpy(name):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_saturated_gates_match_numpy(name):
+    """Pre-activations of +-40 (where the cells' tanh-form sigmoid rounds to exactly 0 or 1)."""
+    cell = cells.get_cell(name)
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    params = jax.tree.map(lambda w: w * 40.0, cell.init(k1, 5, 7))
+    carry = random_carry(cell, k2, 3, 7)
+    x = jnp.sign(jax.random.normal(k3, (3, 5)))
+    new_carry, y = cells.step(cell, params, carry, x)
+    ref_carry, ref_y = np_step(name, params, carry, np.asarray(x, np.float64))
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-6)
+    for got, want in zip(new_carry, ref_carry):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_gradients_match_finite_differences(name):
     cell = cells.get_cell(name)
