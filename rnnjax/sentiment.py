@@ -63,8 +63,9 @@ def split_indices(n: int, config: ConfigDict) -> dict[str, np.ndarray]:
 
 
 def sentence_vocab(sentences: list[list[str]], min_count: int) -> list[str]:
-    counts = collections.Counter(w for words in sentences for w in words)
-    return [PAD, UNK] + [w for w in build_vocab([w for words in sentences for w in words]) if counts[w] >= min_count]
+    words = [w for sentence in sentences for w in sentence]
+    counts = collections.Counter(words)
+    return [PAD, UNK] + [w for w in build_vocab(words) if counts[w] >= min_count]
 
 
 def encode_split(sentences: list[list[str]], labels: np.ndarray, vocab: list[str], length: int) -> Split:

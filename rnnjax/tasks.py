@@ -100,6 +100,16 @@ def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: Co
     return params, result
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, imported only when a task draws its plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 # ----------------------------------------------------------------------------- sine
 
 def sine_data(config: ConfigDict) -> dict[str, np.ndarray]:
@@ -170,11 +180,7 @@ def run_sine(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
 
 
 def _plot_sine(path: Path, t: np.ndarray, true: np.ndarray, pred: np.ndarray, mse: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(t, true, label="sin(x)", lw=3, alpha=0.5)
     ax.plot(t, pred, label="predicted", lw=1)
@@ -255,11 +261,7 @@ def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
 
 def _plot_echo(path: Path, x: np.ndarray, y: np.ndarray, pred: np.ndarray, echo_step: int, rows: int = 3,
                width: int = 45) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, 1, figsize=(10, 1.4 * rows + 0.4))
     for r, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(np.stack([x[r, :width], y[r, :width], pred[r, :width]]), cmap="Greys", vmin=0, vmax=1,
