@@ -76,7 +76,6 @@ TORCH_CELLS = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
 TARGET_S = 0.5  # wall time of one timed repeat
 WARMUP_STEPS = 8
 SAMPLE_LENGTH = 100  # tokens generated per sequence in `sample` mode
-MALLOC_TUNED = False
 
 
 def jax_config(cell: str, shape: Shape, impl: str | None):
@@ -338,7 +337,7 @@ def scaling_rows(counts: list[int], shape_name: str, cell: str, global_batch: in
     return rows
 
 
-def hardware() -> dict:
+def hardware(malloc_tuned: bool) -> dict:
     model = platform.processor()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -357,7 +356,7 @@ def hardware() -> dict:
         "torch_version": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "host_malloc": "tuned" if MALLOC_TUNED else "glibc default",
+        "host_malloc": "tuned" if malloc_tuned else "glibc default",
         "torch_device": None if torch is None else ("cuda" if torch.cuda.is_available() else "cpu"),
     }
 
@@ -404,12 +403,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--render", type=Path, nargs="+", default=None,
                    help="print the rows of these --json files as a Markdown table and exit")
     args = p.parse_args(argv)
-    global MALLOC_TUNED
-    MALLOC_TUNED = host_memory.tune()  # as the rnnjax command does; the setting is per process, so PyTorch gets it too
     if args.render:
         rows = [row for f in args.render for row in json.loads(f.read_text())]
         print(markdown(rows))
         return rows
+    # before any thread allocates, as the rnnjax command does; per process, so PyTorch gets it too
+    malloc_tuned = host_memory.tune()
     shapes, cells_, modes = (s.split(",") for s in (args.shapes, args.cells, args.mode))
     for s in shapes:
         if s not in SHAPES:
@@ -422,7 +421,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch = None
     if args.torch_threads and torch is not None:
         torch.set_num_threads(args.torch_threads)
-    hw = hardware()
+    hw = hardware(malloc_tuned)
     print(json.dumps(hw))
     if args.scaling:
         rows = [{**r, **hw} for r in scaling_rows([int(n) for n in args.scaling.split(",")], shapes[0], cells_[0],
