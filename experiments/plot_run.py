@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rnnjax.run_files import read_metrics  # noqa: E402
+from rnnjax.rundir import read_metrics  # noqa: E402
 
 
 def main() -> None:

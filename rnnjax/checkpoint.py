@@ -27,16 +27,11 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from rnnjax import parallel
-from rnnjax.config import ConfigDict, ConfigError, defaults, flatten
-from rnnjax.data import DataError
+from rnnjax.config import ConfigDict, defaults
+from rnnjax.errors import DataError
 
 CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints-corrupt"
-# Keys a resumed run may change: they decide how long to train and what to log or keep,
-# not what any step computes.
-SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs",
-             "eval.every_steps", "eval.sample_length", "eval.sample_prime")
-SAFE_PREFIXES = ("checkpoint.", "parallel.")  # parallel.*: where steps run, not what they compute
 # The small JSON files of a step directory; each must parse for the step to be considered.
 _JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "params/_METADATA", "train/_METADATA")
 
@@ -58,9 +53,13 @@ def _options(c: ConfigDict, read_only: bool) -> ocp.CheckpointManagerOptions:
     if c.keep_best and not read_only:
         keep.append(policies.BestN(get_metric_fn=_valid_ppl, reverse=True, n=c.keep_best,
                                    keep_checkpoints_without_metrics=False))
+    # `due()` asks this policy: a save once `every_secs` passed since the last (the loop's own
+    # saves at epoch ends, evaluations and stops are forced).
+    every = [policies.ContinuousCheckpointingPolicy(minimum_interval_secs=c.every_secs)] if c.every_secs else []
     return ocp.CheckpointManagerOptions(
         best_fn=_valid_ppl, best_mode="min", create=not read_only, cleanup_tmp_directories=not read_only,
         preservation_policy=policies.AnyPreservationPolicy(keep), enable_async_checkpointing=True,
+        save_decision_policy=policies.AnySavePolicy(every),
     )
 
 
@@ -97,6 +96,22 @@ def has_checkpoints(workdir: Path) -> bool:
     return bool(_step_dirs(Path(workdir) / CHECKPOINTS))
 
 
+def saved_steps(workdir: Path) -> list[int]:
+    """Steps of the complete checkpoints in `workdir` (Orbax renames a step into place only once written)."""
+    return _step_dirs(Path(workdir) / CHECKPOINTS)
+
+
+def newest_config(workdir: Path) -> dict | None:
+    """The config saved in the newest checkpoint whose meta parses (no array is read), or None."""
+    root = Path(workdir) / CHECKPOINTS
+    for step in reversed(_step_dirs(root)):
+        try:
+            return json.loads((root / str(step) / "meta" / "metadata").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 class Checkpoints:
     """The checkpoints of one run directory: save, restore the newest good one, pick best/latest."""
 
@@ -105,6 +120,7 @@ class Checkpoints:
         self.workdir = Path(workdir)
         self.root = (self.workdir / CHECKPOINTS).absolute()
         self.log = log
+        self.every_secs = config.checkpoint.every_secs
         bad = {s: why for s in _step_dirs(self.root) if (why := _json_problem(self.root / str(s)))}
         if bad and not read_only:
             if len(bad) == len(_step_dirs(self.root)):
@@ -130,6 +146,10 @@ class Checkpoints:
 
     def steps(self) -> list[int]:
         return list(self._mngr.all_steps())
+
+    def due(self, step: int) -> bool:
+        """Whether `checkpoint.every_secs` asks for a save at `step` (never while one is being written)."""
+        return self.every_secs > 0 and self._mngr.should_save(step)
 
     def save(self, step: int, params: Any, train: dict, meta: dict, valid_ppl: float | None = None) -> None:
         """Start an asynchronous save of step `step` (a step already saved is left as it is)."""
@@ -217,33 +237,6 @@ class Checkpoints:
 def train_items(state: Any, rng: jax.Array) -> dict:
     """What a checkpoint's `train/` item holds, from a TrainState and the step key."""
     return {"opt_state": state.opt_state, "step": state.step, "carry": state.carry, "rng": jax.random.key_data(rng)}
-
-
-def config_changes(saved: dict, config: ConfigDict) -> tuple[list[str], list[str]]:
-    """(keys that may not change on resume, safe keys that did), comparing flattened values.
-
-    A key the saved config lacks (added to `defaults()` since) counts as its default.
-    """
-    old = {k: _plain(v) for k, v in flatten(defaults()).items()}
-    old.update({k: _plain(v) for k, v in flatten(ConfigDict(saved)).items()})
-    new = {k: _plain(v) for k, v in flatten(config).items()}
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    safe = [k for k in changed if k in SAFE_KEYS or k.startswith(SAFE_PREFIXES)]
-    return [k for k in changed if k not in safe], [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in safe]
-
-
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def check_resume_config(saved: dict, config: ConfigDict, step: int) -> list[str]:
-    """Refuse a resume whose config changes the model or data; return the safe changes."""
-    unsafe, safe = config_changes(saved, config)
-    if unsafe:
-        raise ConfigError(f"cannot resume from the checkpoint at step {step}: config differs in "
-                          f"{', '.join(unsafe)} (only {', '.join(SAFE_KEYS)} and checkpoint.* may change); "
-                          f"use a new --workdir to train with a different config")
-    return safe
 
 
 def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str = "latest",

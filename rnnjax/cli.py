@@ -9,13 +9,13 @@
     rnnjax report DIR
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
-into a fresh directory under ./runs and says where.
+in ./runs/quickstart; without --workdir a run goes to ./runs/NAME, named by its config
+and overrides, so the same command again continues (or reports) the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from rnnjax import config as config_lib
-from rnnjax import host_memory
-from rnnjax.data import DataError, check_vocab, load_corpus, resolve_data_dir
+from rnnjax import host_memory, rundir
+from rnnjax.data import check_vocab, load_corpus, resolve_data_dir
+from rnnjax.errors import ConfigError, DataError, UserError
 
 QUICKSTART = "quickstart"
 
@@ -62,44 +63,56 @@ def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDic
     return config
 
 
-def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import checkpoint, parallel, train
-
-    resuming = args.workdir is not None and checkpoint.has_checkpoints(Path(args.workdir))
-    if args.config is None and resuming and (Path(args.workdir) / "config.json").is_file():
-        config = config_lib.apply_overrides(config_lib.from_json(Path(args.workdir) / "config.json"), overrides)
+def _given_config(args: argparse.Namespace, workdir: Path, overrides: dict[str, str]) -> config_lib.ConfigDict | None:
+    """The config `rnnjax train` was asked for; None to continue the run in `workdir` with its own."""
+    if args.config:
+        return resolve_config(args.config, overrides)
+    state = rundir.describe(workdir)
+    if state == "new" or (args.restart and state == "foreign"):
+        return resolve_config(QUICKSTART, overrides)
+    if args.restart:  # start the run in workdir over, with its own config
+        config = config_lib.apply_overrides(rundir.saved_config(workdir), overrides)
         config_lib.validate(config)
-    else:
-        config = resolve_config(args.config or QUICKSTART, overrides)
+        return config
+    return None
+
+
+def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from rnnjax import parallel, tasks, train
+
+    workdir = Path(args.workdir) if args.workdir else rundir.default_dir(args.config or QUICKSTART, overrides)
+    given = _given_config(args, workdir, overrides)  # every config error is raised here, before any directory
     if parallel.initialize(args.coordinator, args.num_processes, args.process_id, args.distributed):
         if not args.workdir:
-            raise config_lib.ConfigError("a multi-process run needs --workdir, a directory every process can reach")
+            raise ConfigError("a multi-process run needs --workdir, a directory every process can reach")
         if not parallel.is_main_process():
             sys.stdout = open(os.devnull, "w")  # only process 0 prints
-    if args.workdir:
-        workdir = Path(args.workdir)
-    else:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        workdir = Path("runs") / f"{Path((args.config or QUICKSTART).partition(':')[0]).stem}-{stamp}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"run directory: {workdir}")
-    if config.task != "lm":
-        from rnnjax import tasks
-
-        tasks.run(config, workdir, resolve_data_dir(args.data_dir))
-        return 0
-    corpus = load_corpus(config, resolve_data_dir(args.data_dir))
+    writer = parallel.is_main_process()
     try:
-        summary = train.train(config, corpus, workdir)  # writes config.json and vocab.json once resuming is checked
+        if writer:
+            run = rundir.open_run(workdir, given, overrides, restart=args.restart)
+        parallel.sync("rnnjax: run directory opened")  # the others read what process 0 decided
+        if not writer:
+            run = rundir.open_run(workdir, given, overrides, writer=False)
+    except rundir.Finished as e:
+        print(e)
+        return 0
+    for change in run.safe_changes:
+        print(f"continuing with changed {change}")
+    print(f"run directory: {workdir} ({'new run' if run.state == 'new' else 'continuing the run it holds'})")
+    try:
+        tasks.run(run, resolve_data_dir(args.data_dir))
     except train.Preempted as e:
         print(e)
         return 0
-    print(f"valid ppl {summary['valid_ppl']:.3f}, test ppl {summary['test_ppl']:.3f} "
-          f"({summary['steps']:,} steps, {summary['tokens_per_s']:,.0f} tokens/s, {summary['wall_s']:.0f} s)")
-    if summary["floor_ppl"] is not None:
-        gap = summary["valid_ppl"] / summary["floor_ppl"] - 1
-        print(f"source floor ppl {summary['floor_ppl']:.3f}: valid ppl is {100 * gap:.1f}% above it")
-    print(f"wrote {workdir / 'summary.json'}")
+    except UserError:
+        run.abandon()  # a run that failed before its first checkpoint leaves no directory it created
+        raise
+    except OSError as e:
+        raise rundir.storage_error(e, workdir) from None
+    finally:
+        run.release()
+    print(f"wrote {run.file(rundir.SUMMARY)}")
     return 0
 
 
@@ -107,12 +120,11 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from rnnjax import checkpoint, train
     from rnnjax.model import make_lm
 
-    workdir = Path(args.workdir)
-    if not (workdir / "config.json").is_file():
-        raise DataError(f"{workdir}: no config.json; is this a run directory?")
-    config = config_lib.from_json(workdir / "config.json")
+    workdir, config = rundir.open_existing(Path(args.workdir))
+    if config.task != "lm":
+        raise DataError(f"{workdir}: a {config.task!r} run; rnnjax eval scores language models")
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
-    check_vocab(workdir / "vocab.json", corpus.vocab)
+    check_vocab(rundir.read_vocab(workdir), corpus.vocab, workdir / rundir.VOCAB)
     lm = make_lm(config, corpus.vocab_size)
     params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
     nll = train.evaluate(lm, train.make_eval_step(lm), params, corpus.splits[args.split], config)
@@ -123,11 +135,17 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     import jax
 
-    from rnnjax import sampling
+    from rnnjax import checkpoint, sampling
+    from rnnjax.model import make_lm
 
     if args.length < 1 or args.num_samples < 1:
-        raise config_lib.ConfigError("--length and --num-samples must be at least 1")
-    _, vocab, lm, params = sampling.load_run(Path(args.workdir), args.checkpoint)
+        raise ConfigError("--length and --num-samples must be at least 1")
+    workdir, config = rundir.open_existing(Path(args.workdir))
+    if config.task != "lm":
+        raise DataError(f"{workdir}: a {config.task!r} run; sampling needs a language model run")
+    vocab = rundir.read_vocab(workdir)
+    lm = make_lm(config, len(vocab))
+    params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
     s = sampling.Sampler(args.temperature, args.top_k, args.top_p, args.greedy)
     texts = sampling.sample_text(lm, params, vocab, sampling.token_level(vocab), args.prime, args.length,
                                  jax.random.key(args.seed), s, args.num_samples, args.oov)
@@ -156,7 +174,7 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
     spec = _config_path(args.config)
     if args.jobs < 1:
-        raise config_lib.ConfigError(f"--jobs {args.jobs}: expected at least 1")
+        raise ConfigError(f"--jobs {args.jobs}: expected at least 1")
     points = sweep.expand(config_lib.load(spec), sweep.load_grid(spec), overrides, where=spec.partition(":")[0],
                           vocab_size=sweep.corpus_vocab_size(args.data_dir))
     selected = sweep.shard(points, *sweep.parse_shard(args.shard)) if args.shard else points
@@ -189,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; with no flags, the quickstart")
     p.add_argument("--config", help="config file[:preset], e.g. configs/ptb.py:small (default: quickstart, "
                    "or the run's saved config when --workdir holds checkpoints to resume from)")
-    p.add_argument("--workdir", help="run directory (default: a fresh one under ./runs)")
+    p.add_argument("--workdir", help="run directory (default: ./runs/NAME from the config and overrides); "
+                   "a directory holding a run continues it")
+    p.add_argument("--restart", action="store_true",
+                   help="move the run directory's earlier files aside to DIR.old-STAMP and start over")
     p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
     p.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0 (jax.distributed.initialize)")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
@@ -244,21 +265,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that read --config.KEY=VALUE overrides; the others refuse them rather than ignore them.
+TAKES_OVERRIDES = (cmd_train, cmd_sweep, cmd_data_stats)
+
+
 def main(argv: list[str] | None = None) -> int:
     host_memory.tune()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = _split_overrides(extra, parser)
+    if overrides and args.func not in TAKES_OVERRIDES:
+        parser.error(f"{args.command} takes no --config.KEY=VALUE overrides (got --config.{next(iter(overrides))})")
     try:
         return args.func(args, overrides)
-    except (config_lib.ConfigError, DataError) as e:
+    except UserError as e:
         print(f"rnnjax: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except MemoryError:
+        print("rnnjax: error: out of host memory; the model or batch is too large for this machine "
+              "(model.hidden_size, train.batch_size, vocabulary)", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        if type(e).__name__ != "NonFiniteLoss":
-            raise
-        print(f"rnnjax: error: {e}", file=sys.stderr)
-        return 3
 
 
 if __name__ == "__main__":

@@ -8,25 +8,35 @@ config files start from it and change values, so the key set is the same everywh
 from __future__ import annotations
 
 import ast
+import codecs
 import difflib
 import importlib.util
 import json
+import traceback
 from pathlib import Path
+from typing import Any
 
 import ml_collections
+
+from rnnjax import cells
+from rnnjax.errors import ConfigError
 
 ConfigDict = ml_collections.ConfigDict
 
 
-class ConfigError(ValueError):
-    """A bad config file, key or value; its message is one line meant for the user."""
+TASKS = ("lm", "sine", "echo", "sentiment")  # what `rnnjax train` can run (rnnjax.tasks)
+# Keys a resumed run may change: they decide how long to train and what to log or keep,
+# not what any step computes.
+SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs",
+             "eval.every_steps", "eval.sample_length", "eval.sample_prime")
+SAFE_PREFIXES = ("checkpoint.", "parallel.")  # parallel.*: where steps run, not what they compute
 
 
 def defaults() -> ConfigDict:
     """Every key a training run reads, with its default value."""
     c = ConfigDict()
     c.seed = 0
-    c.task = "lm"  # what `rnnjax train` runs: "lm" | "sine" | "echo" | "sentiment" (see rnnjax.tasks)
+    c.task = "lm"  # what `rnnjax train` runs: one of TASKS (see rnnjax.tasks)
 
     c.data = ConfigDict()
     c.data.corpus = "synthetic"  # see rnnjax.data.CORPORA
@@ -83,6 +93,7 @@ def defaults() -> ConfigDict:
 
     c.checkpoint = ConfigDict()  # Orbax checkpoints in DIR/checkpoints: at every epoch end, validation and run end
     c.checkpoint.every_steps = 0  # >0: also save every this many steps
+    c.checkpoint.every_secs = 600  # >0: also save at the first step, then whenever this long passed since a save
     c.checkpoint.keep = 3  # newest checkpoints kept
     c.checkpoint.keep_best = 1  # also kept: this many with the lowest validation perplexity
 
@@ -120,16 +131,31 @@ def load(spec: str) -> ConfigDict:
         raise ConfigError(f"config file {path_str!r} not found")
     module_spec = importlib.util.spec_from_file_location(f"rnnjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # a config file is user code: report where it broke, in one line
+        raise ConfigError(f"config file {path_str!r} fails to load: {_where(e, path)}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path_str!r} defines no get_config()")
     presets = getattr(module, "PRESETS", None)
-    if preset and presets is not None and preset not in presets:
+    if preset and presets is None:
+        raise ConfigError(f"config file {path_str!r} has no presets; drop ':{preset}'")
+    if preset and preset not in presets:
         raise ConfigError(f"config file {path_str!r} has no preset {preset!r}; presets: {', '.join(presets)}")
-    config = module.get_config(preset or None)
+    try:
+        config = module.get_config(preset or None)
+    except Exception as e:
+        raise ConfigError(f"config file {path_str!r}: get_config() fails: {_where(e, path)}") from None
     check_keys(config)
     config.lock()
     return config
+
+
+def _where(e: Exception, path: Path) -> str:
+    """`TypeError: ... (line 12)`: the exception and the config file's line that raised it."""
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+    at = f" (line {lines[-1]})" if lines else ""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{at}"
 
 
 def check_keys(config: ConfigDict) -> None:
@@ -204,39 +230,110 @@ def apply_overrides(config: ConfigDict, overrides: dict[str, str]) -> ConfigDict
     return config
 
 
-def validate(config: ConfigDict) -> None:
-    """Check values that must hold for any run; the message names the key."""
-    checks = [
-        ("model.num_layers", config.model.num_layers >= 1, "at least 1"),
-        ("model.hidden_size", config.model.hidden_size >= 1, "at least 1"),
-        ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
-        ("model.dropout_type", config.model.dropout_type in ("zaremba", "variational"), "'zaremba' or 'variational'"),
-        ("model.impl", config.model.impl in ("fast", "reference"), "'fast' or 'reference'"),
-        ("model.layer_sizes", len(config.model.layer_sizes) in (0, config.model.num_layers), "empty or one size per layer"),
-        ("train.batch_size", config.train.batch_size >= 1, "at least 1"),
-        ("train.seq_len", config.train.seq_len >= 1, "at least 1"),
-        ("train.learning_rate", config.train.learning_rate > 0, "positive"),
-        ("train.clip_norm", config.train.clip_norm >= 0, "0 (off) or positive"),
-        ("train.optimizer", config.train.optimizer in ("sgd", "adam", "adamw"), "'sgd', 'adam' or 'adamw'"),
-        ("train.schedule", config.train.schedule in ("constant", "step", "cosine", "warmup_cosine"),
-         "'constant', 'step', 'cosine' or 'warmup_cosine'"),
-        ("data.sampling", config.data.sampling in ("contiguous", "sequential", "random"),
-         "'contiguous', 'sequential' or 'random'"),
-        ("eval.batch_size", config.eval.batch_size >= 1, "at least 1"),
-        ("eval.seq_len", config.eval.seq_len >= 1, "at least 1"),
-        ("train.on_nonfinite", config.train.on_nonfinite in ("stop", "rollback"), "'stop' or 'rollback'"),
-        ("checkpoint.every_steps", config.checkpoint.every_steps >= 0, "0 (off) or positive"),
-        ("checkpoint.keep", config.checkpoint.keep >= 1, "at least 1"),
-        ("checkpoint.keep_best", config.checkpoint.keep_best >= 0, "0 (off) or positive"),
-        ("parallel.num_devices", config.parallel.num_devices >= 0, "0 (all devices) or positive"),
-        ("task", config.task in ("lm", "sine", "echo", "sentiment"), "'lm', 'sine', 'echo' or 'sentiment'"),
-    ]
-    for key, ok, expected in checks:
-        if not ok:
-            node = config
-            for part in key.split("."):
-                node = node[part]
-            raise ConfigError(f"config key {key!r} = {node!r}: expected {expected}")
+def _one_of(*allowed):
+    return (lambda v: v in allowed), " or ".join(repr(a) for a in allowed)
+
+
+_AT_LEAST_1 = (lambda v: v >= 1), "at least 1"
+_OFF_OR_POSITIVE = (lambda v: v >= 0), "0 (off) or positive"
+_POSITIVE = (lambda v: v > 0), "positive"
+_FRACTION = (lambda v: 0.0 < v < 1.0), "in (0, 1)"
+
+
+def _encoding(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _fractions(f) -> bool:
+    return len(f) == 3 and all(x > 0 for x in f) and abs(sum(f) - 1.0) < 1e-6
+
+
+# One row per key with a restricted range: (key, predicate, what is expected). Keys whose
+# allowed values depend on the key set itself (cell names, tasks) are checked in `validate`.
+CHECKS = [
+    ("seed", (lambda v: v >= 0), "0 or positive"),
+    ("data.encoding", _encoding, "a Python codec name, e.g. 'utf-8' or 'latin-1'"),
+    ("data.sampling", *_one_of("contiguous", "sequential", "random")),
+    ("data.split_fractions", _fractions, "three positive fractions (train, valid, test) summing to 1"),
+    ("data.char_oov", *_one_of("unk", "error")),
+    ("data.text_level", *_one_of("char", "word")),
+    ("data.timemachine_text", *_one_of("d2l", "raw")),
+    ("data.synthetic_vocab_size", (lambda v: v >= 2), "at least 2"),
+    ("data.synthetic_branching", *_AT_LEAST_1),
+    ("data.synthetic_train_tokens", *_AT_LEAST_1),
+    ("data.synthetic_eval_tokens", *_AT_LEAST_1),
+    ("model.num_layers", *_AT_LEAST_1),
+    ("model.hidden_size", *_AT_LEAST_1),
+    ("model.layer_sizes", (lambda v: all(h >= 1 for h in v)), "sizes of at least 1"),
+    ("model.embed_size", (lambda v: v >= 0), "0 (the first layer's size) or positive"),
+    ("model.dropout", (lambda v: 0.0 <= v < 1.0), "in [0, 1)"),
+    ("model.dropout_type", *_one_of("zaremba", "variational")),
+    ("model.init_scale", (lambda v: v >= 0), "0 (default init) or positive"),
+    ("model.scan_unroll", *_AT_LEAST_1),
+    ("model.impl", *_one_of("fast", "reference")),
+    ("train.batch_size", *_AT_LEAST_1),
+    ("train.seq_len", *_AT_LEAST_1),
+    ("train.num_epochs", *_AT_LEAST_1),
+    ("train.max_steps", (lambda v: v == -1 or v >= 1), "-1 (no cap) or positive"),
+    ("train.optimizer", *_one_of("sgd", "adam", "adamw")),
+    ("train.learning_rate", *_POSITIVE),
+    ("train.weight_decay", (lambda v: v >= 0), "0 or positive"),
+    ("train.clip_norm", *_OFF_OR_POSITIVE),
+    ("train.schedule", *_one_of("constant", "step", "cosine", "warmup_cosine")),
+    ("train.decay_after_epochs", (lambda v: v >= 0), "0 or positive"),
+    ("train.decay_rate", _POSITIVE[0], "positive"),
+    ("train.warmup_steps", (lambda v: v >= 0), "0 or positive"),
+    ("train.log_every", *_AT_LEAST_1),
+    ("train.on_nonfinite", *_one_of("stop", "rollback")),
+    ("eval.batch_size", *_AT_LEAST_1),
+    ("eval.seq_len", *_AT_LEAST_1),
+    ("eval.every_epochs", *_AT_LEAST_1),
+    ("eval.every_steps", *_OFF_OR_POSITIVE),
+    ("eval.sample_length", *_OFF_OR_POSITIVE),
+    ("checkpoint.every_steps", *_OFF_OR_POSITIVE),
+    ("checkpoint.every_secs", *_OFF_OR_POSITIVE),
+    ("checkpoint.keep", *_AT_LEAST_1),
+    ("checkpoint.keep_best", *_OFF_OR_POSITIVE),
+    ("sine.window", *_AT_LEAST_1),
+    ("sine.spacing", *_POSITIVE),
+    ("sine.test_points", *_AT_LEAST_1),
+    ("echo.echo_step", (lambda v: v >= 0), "0 or positive"),
+    ("echo.train_length", *_AT_LEAST_1),
+    ("echo.test_length", *_AT_LEAST_1),
+    ("sentiment.test_fraction", *_FRACTION),
+    ("sentiment.valid_fraction", *_FRACTION),
+    ("sentiment.min_count", *_AT_LEAST_1),
+    ("sentiment.pooling", *_one_of("last", "mean")),
+    ("parallel.num_devices", (lambda v: v >= 0), "0 (all devices) or positive"),
+]
+
+
+def validate(config: ConfigDict, tasks: tuple[str, ...] = TASKS) -> None:
+    """Check every key's range before any work starts; the one-line message names the key."""
+    flat = flatten(config)
+
+    def refuse(key: str, expected: str) -> None:
+        raise ConfigError(f"config key {key!r} = {flat[key]!r}: expected {expected}")
+
+    for key, ok, expected in CHECKS:
+        if not ok(flat[key]):
+            refuse(key, expected)
+    m = config.model
+    if m.cell not in cells.CELLS:
+        refuse("model.cell", f"one of {', '.join(sorted(cells.CELLS))} (or a cell registered with "
+                             f"rnnjax.cells.register_cell){_suggest(m.cell, cells.CELLS)}")
+    if len(m.layer_sizes) not in (0, m.num_layers):
+        refuse("model.layer_sizes", f"empty or one size per layer (model.num_layers = {m.num_layers})")
+    if config.data.synthetic_branching > config.data.synthetic_vocab_size:
+        refuse("data.synthetic_branching", f"at most data.synthetic_vocab_size = {config.data.synthetic_vocab_size}")
+    if config.sine.train_points <= config.sine.window:
+        refuse("sine.train_points", f"more than sine.window = {config.sine.window}")
+    if config.task not in tasks:
+        refuse("task", " or ".join(repr(t) for t in tasks))
 
 
 def layer_sizes(config: ConfigDict) -> list[int]:
@@ -244,22 +341,46 @@ def layer_sizes(config: ConfigDict) -> list[int]:
     return list(m.layer_sizes) if m.layer_sizes else [m.hidden_size] * m.num_layers
 
 
-def save(config: ConfigDict, path: Path) -> None:
-    from rnnjax.run_files import write_json_atomic
-
-    write_json_atomic(path, config.to_dict())
-
-
-def from_json(path: Path) -> ConfigDict:
-    """The config a run saved in its directory, with tuples restored."""
-    saved = json.loads(Path(path).read_text())
+def from_dict(saved: dict, where: str) -> ConfigDict:
+    """A config saved as a plain dict (config.json, a checkpoint's meta), with tuples restored."""
     base = flatten(defaults())
     config = defaults()
     for key, value in flatten(ConfigDict(saved)).items():
         if key not in base:
-            raise ConfigError(f"{path}: unknown config key {key!r}{_suggest(key, base)}")
+            raise ConfigError(f"{where}: unknown config key {key!r}{_suggest(key, base)}")
         if isinstance(base[key], tuple):
             value = tuple(value)
-        set_key(config, key, value)
+        try:
+            set_key(config, key, value)
+        except TypeError as e:
+            raise ConfigError(f"{where}: config key {key!r} = {value!r}: {e}") from None
     config.lock()
     return config
+
+
+def from_json(path: Path) -> ConfigDict:
+    """The config a run saved in its directory."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the run's config ({type(e).__name__}: {e})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object of config keys")
+    return from_dict(saved, str(path))
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def resume_changes(saved: ConfigDict, config: ConfigDict) -> tuple[list[str], list[str]]:
+    """(keys that may not change when a run continues, "key old -> new" for the safe keys that did).
+
+    A key the saved config lacks (added to `defaults()` since) counts as its default.
+    """
+    old = {k: _plain(v) for k, v in flatten(defaults()).items()}
+    old.update({k: _plain(v) for k, v in flatten(saved).items()})
+    new = {k: _plain(v) for k, v in flatten(config).items()}
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    safe = [k for k in changed if k in SAFE_KEYS or k.startswith(SAFE_PREFIXES)]
+    return [k for k in changed if k not in safe], [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in safe]

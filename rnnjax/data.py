@@ -37,18 +37,17 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from rnnjax import synthetic
-from rnnjax.config import ConfigDict, ConfigError
+from rnnjax import fetch, synthetic
+from rnnjax.config import ConfigDict
+from rnnjax.errors import ConfigError, DataError
+from rnnjax.fetch import file_sha256
+from rnnjax.files import umask
 
 DATA_DIR_ENV = "RNNJAX_DATA_DIR"
 TOKEN_CACHE_ENV = "RNNJAX_TOKEN_CACHE"
 CACHE_FORMAT = 1  # bump when tokenisation changes, so stale caches are not read
 UNK, EOS, SPACE = "<unk>", "<eos>", "_"
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """A missing, unreadable or unusable corpus file; one-line message naming it."""
 
 
 class Corpus(NamedTuple):
@@ -84,14 +83,6 @@ def resolve_data_dir(flag: str | None = None) -> Path:
 
 def resolve_token_cache() -> Path:
     return Path(os.environ.get(TOKEN_CACHE_ENV) or "~/.cache/rnnjax/tokens").expanduser()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -248,6 +239,7 @@ def cached_splits(name: str, key: dict, build: Callable[[], tuple[list[str], dic
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would hide a shared cache from the group
         for s in SPLITS:
             np.save(tmp / f"{s}.npy", splits[s])
         (tmp / "key.json").write_text(json.dumps(key, indent=1, ensure_ascii=False))
@@ -270,8 +262,6 @@ def registry_files(corpus: str, data_dir: Path) -> tuple[list[Path], list[str]]:
     Fails at once, naming the fetch command, if any file is missing: training never
     downloads in the middle of a run.
     """
-    from rnnjax import fetch
-
     remotes = fetch.remotes(corpus)
     paths = [data_dir / r.path for r in remotes]
     for p in paths:
@@ -498,23 +488,13 @@ def load_sentences(config: ConfigDict, data_dir: Path) -> Sentences:
 # --- vocabulary files and statistics ------------------------------------------------------
 
 
-def save_vocab(path: Path, vocab: list[str]) -> None:
-    from rnnjax.run_files import write_json_atomic
-
-    write_json_atomic(path, vocab)
-
-
-def check_vocab(path: Path, vocab: list[str]) -> None:
-    """One-line error unless the vocabulary saved at `path` is exactly `vocab` (same ids)."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read the saved vocabulary ({type(e).__name__})") from None
+def check_vocab(saved: list[str], vocab: list[str], where: Path) -> None:
+    """One-line error unless the vocabulary a run saved (at `where`) is exactly `vocab` (same ids)."""
     if saved != vocab:
         i = next((i for i, (a, b) in enumerate(zip(saved, vocab)) if a != b), min(len(saved), len(vocab)))
         a = saved[i] if i < len(saved) else "(end)"
         b = vocab[i] if i < len(vocab) else "(end)"
-        raise DataError(f"{path}: saved vocabulary ({len(saved):,} tokens) does not match this corpus's "
+        raise DataError(f"{where}: saved vocabulary ({len(saved):,} tokens) does not match this corpus's "
                         f"({len(vocab):,} tokens): id {i} is {a!r} there, {b!r} here; "
                         f"check data.corpus and the data.* keys")
 

@@ -27,10 +27,19 @@ import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from rnnjax.data import DataError, file_sha256
+from rnnjax.errors import DataError
+from rnnjax.files import user_mode
 
 MIRROR_ENV = "RNNJAX_DATA_MIRROR"
 CHUNK = 1 << 16
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Remote(NamedTuple):
@@ -128,6 +137,7 @@ def download(url: str, dest: Path, sha256: str, member: str = "", timeout: float
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
+        user_mode(fd)
         with os.fdopen(fd, "wb") as f:
             digest = _transfer(url, f, dest, timeout)
         if member:

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from rnnjax import cells, recurrent
-from rnnjax.config import ConfigDict, ConfigError, layer_sizes
+from rnnjax.config import ConfigDict, layer_sizes
+from rnnjax.errors import ConfigError
 
 Array = jax.Array
 

@@ -21,9 +21,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from rnnjax.config import ConfigDict, ConfigError
+from rnnjax.config import ConfigDict
+from rnnjax.errors import ConfigError
 
 DATA = "data"  # the mesh axis the batch dimension is split over
 
@@ -62,6 +64,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def is_main_process() -> bool:
     """Process 0 writes logs, summaries and result files; the others only compute."""
     return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Wait until every process of a multi-process run reaches the point called `name`."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def select_devices(num_devices: int) -> list:

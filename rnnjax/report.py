@@ -18,8 +18,8 @@ import statistics
 from pathlib import Path
 
 from rnnjax import config as config_lib
-from rnnjax.data import DataError
-from rnnjax.run_files import perplexity, read_metrics
+from rnnjax.errors import DataError
+from rnnjax.rundir import perplexity, read_metrics
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
 BAR_KEY = "model.cell"

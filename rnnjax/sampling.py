@@ -13,7 +13,6 @@ script, e.g. the Chinese `jaychou` corpus); word models print words, `<eos>` as 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.config import ConfigError
-from rnnjax.data import DataError
+from rnnjax.errors import ConfigError, DataError
 from rnnjax.model import LanguageModel
 
 Array = jax.Array
@@ -140,25 +138,6 @@ def sample_text(lm: LanguageModel, params: Any, vocab: list[str], level: str, pr
     out = np.asarray(generate(lm, params, ids, length, key, s, num_samples))
     joint = " " if level == "word" and not prime.endswith((" ", "\n")) else ""
     return [prime + joint + render(row, vocab, level) for row in out]
-
-
-def load_run(workdir: Path, checkpoint: str = "latest") -> tuple[Any, list[str], LanguageModel, Any]:
-    """(config, vocab, model, params) of a run directory: its saved config and vocabulary, and the
-    parameters of checkpoint `checkpoint` ("best", "latest" or a step number)."""
-    from rnnjax import checkpoint as checkpoint_lib
-    from rnnjax import config as config_lib
-    from rnnjax.model import make_lm
-
-    workdir = Path(workdir)
-    for name in ("config.json", "vocab.json"):
-        if not (workdir / name).is_file():
-            raise DataError(f"{workdir}: no {name}; is this a run directory of a language model?")
-    config = config_lib.from_json(workdir / "config.json")
-    if config.task != "lm":
-        raise DataError(f"{workdir}: a {config.task!r} run; sampling needs a language model run")
-    vocab = json.loads((workdir / "vocab.json").read_text())
-    lm = make_lm(config, len(vocab))
-    return config, vocab, lm, checkpoint_lib.restore_params(workdir, lm.init, checkpoint, config)
 
 
 def progress_sample(lm: LanguageModel, params: Any, corpus, config, step: int) -> str:

@@ -29,10 +29,11 @@ import numpy as np
 import optax
 
 from rnnjax import batching, recurrent
-from rnnjax.config import ConfigDict, ConfigError, layer_sizes
-from rnnjax.data import build_vocab, load_sentences, save_vocab
+from rnnjax.config import ConfigDict, layer_sizes
+from rnnjax.data import build_vocab, load_sentences
+from rnnjax.errors import ConfigError
 from rnnjax.model import embed_size, model_cell, num_params
-from rnnjax.run_files import MetricsLog, environment
+from rnnjax.rundir import Run, make_summary
 
 Array = jax.Array
 PAD, UNK = "<pad>", "<unk>"
@@ -124,15 +125,16 @@ def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
     return Classifier(init, apply)
 
 
-def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Train and score the sentence classifier; summary["test_accuracy"] is at the best-validation epoch."""
     from rnnjax.tasks import fit
 
+    config = run.config
     corpus = load_sentences(config, data_dir)
     idx = split_indices(len(corpus.sentences), config)
     sentences = {s: [corpus.sentences[i] for i in ix] for s, ix in idx.items()}
     vocab = sentence_vocab(sentences["train"], config.sentiment.min_count)
-    save_vocab(workdir / "vocab.json", vocab)
+    run.write_vocab(vocab)
     length = max(len(words) for words in corpus.sentences)
     data = {s: encode_split(sentences[s], corpus.labels[idx[s]], vocab, length) for s in idx}
     clf = make_classifier(config, len(vocab))
@@ -155,7 +157,7 @@ def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], 
             out[f"{s}_loss"], out[f"{s}_accuracy"] = scores(params, data[s])
         return out
 
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    metrics_log = run.metrics()
     log(f"{corpus.name}: {len(idx['train']):,} train / {len(idx['valid']):,} valid / {len(idx['test']):,} test "
         f"sentences, vocab {len(vocab):,}, padded to {length}; {config.model.cell} {layer_sizes(config)}"
         f"{' bidirectional' if config.sentiment.bidirectional else ''}, {num_params(params):,} params")
@@ -166,8 +168,10 @@ def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], 
     metrics_log.close()
     _, train_acc = scores(params, train)
     test_labels = data["test"].labels
-    return {"test_accuracy": result["test_accuracy"], "valid_accuracy": result["valid_accuracy"],
-            "train_accuracy": train_acc, "epoch_kept": result["epoch"],
-            "majority_baseline_accuracy": float(max(test_labels.mean(), 1 - test_labels.mean())),
-            "sentences": {s: int(len(ix)) for s, ix in idx.items()}, "vocab_size": len(vocab),
-            "num_params": num_params(params), "wall_s": time.time() - start, **environment()}
+    core = {"steps": result["steps"], "epochs": result["epochs"], "num_params": num_params(params),
+            "wall_s": time.time() - start}
+    return make_summary("sentiment", "test_accuracy", "max", core, {
+        "test_accuracy": result["test_accuracy"], "valid_accuracy": result["valid_accuracy"],
+        "train_accuracy": train_acc, "epoch_kept": result["epoch"],
+        "majority_baseline_accuracy": float(max(test_labels.mean(), 1 - test_labels.mean())),
+        "sentences": {s: int(len(ix)) for s, ix in idx.items()}, "vocab_size": len(vocab)})

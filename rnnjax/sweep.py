@@ -44,9 +44,10 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from rnnjax import config as config_lib
-from rnnjax.config import ConfigDict, ConfigError
+from rnnjax.config import ConfigDict
+from rnnjax.errors import ConfigError
 from rnnjax.progress import format_seconds
-from rnnjax.run_files import write_json_atomic
+from rnnjax.files import write_json_atomic
 
 Grid = list  # list[dict[str, Any]]: one dict of {"config.KEY": value} per point
 

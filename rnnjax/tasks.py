@@ -1,13 +1,14 @@
-"""The classic small RNN tasks on the same pure cells, run by `rnnjax train` when `task` != "lm".
+"""What `rnnjax train` runs, by `task`: the language model and the classic small RNN tasks.
 
+    rnnjax train --config configs/ptb.py:small  --workdir runs/ptb_small   # language model (rnnjax.train)
     rnnjax train --config configs/sine.py       --workdir runs/sine        # many-to-one regression
     rnnjax train --config configs/echo.py       --workdir runs/echo        # seq2seq, TBPTT, carried state
     rnnjax train --config configs/sentiment.py  --workdir runs/sentiment   # padded sentence classification
 
-Each writes config.json, metrics.jsonl (train loss every `train.log_every` steps, one
-evaluation record per epoch), summary.json and PNG plots into the run directory.
-Sentence sentiment lives in `rnnjax.sentiment`; this module holds sine, echo, the
-shared minibatch loop and the dispatch.
+Each writes metrics.jsonl (train loss every `train.log_every` steps, one evaluation
+record per epoch), summary.json (`rnnjax.rundir.make_summary`) and PNG plots into its
+claimed run directory. Sentence sentiment lives in `rnnjax.sentiment`; this module holds
+the language model's entry, sine, echo, the shared minibatch loop and the dispatch.
 """
 
 from __future__ import annotations
@@ -22,39 +23,47 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import batching, optim, recurrent
-from rnnjax.config import ConfigDict, ConfigError, layer_sizes, save
+from rnnjax import batching, optim, recurrent, train
+from rnnjax.config import ConfigDict, layer_sizes
+from rnnjax.data import load_corpus
+from rnnjax.errors import ConfigError
 from rnnjax.model import make_lm, model_cell, num_params
-from rnnjax.run_files import MetricsLog, environment, write_json_atomic
+from rnnjax.rundir import MetricsWriter, Run, make_summary
 
 Array = jax.Array
 
 
-def run(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Run `config.task` into `workdir`; returns (and writes) its summary."""
+def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Run `run.config.task` in the claimed run directory; returns (and writes) its summary."""
     from rnnjax import sentiment
 
-    runners = {"sine": run_sine, "echo": run_echo, "sentiment": sentiment.run}
-    if config.task not in runners:
-        raise ConfigError(f"config key 'task' = {config.task!r}: expected one of {sorted(runners)} (or 'lm')")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    save(config, workdir / "config.json")
-    summary = runners[config.task](config, workdir, data_dir, log)
-    write_json_atomic(workdir / "summary.json", summary)
-    log(f"wrote {workdir / 'summary.json'}: " + ", ".join(
-        f"{k} {v:.6g}" for k, v in summary.items() if k.startswith(("test_", "accuracy")) and isinstance(v, float)))
+    runners = {"lm": run_lm, "sine": run_sine, "echo": run_echo, "sentiment": sentiment.run}
+    summary = runners[run.config.task](run, data_dir, log)
+    run.write_summary(summary)
     return summary
 
 
+def run_lm(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """The language model (`rnnjax.train`): checkpoints, resume, signals, data parallelism."""
+    corpus = load_corpus(run.config, data_dir)
+    s = train.train(run.config, corpus, run, log)
+    log(f"valid ppl {s['valid_ppl']:.3f}, test ppl {s['test_ppl']:.3f} "
+        f"({s['steps']:,} steps, {s['tokens_per_s']:,.0f} tokens/s, {s['wall_s']:.0f} s)")
+    if s["floor_ppl"] is not None:
+        log(f"source floor ppl {s['floor_ppl']:.3f}: valid ppl is {100 * (s['valid_ppl'] / s['floor_ppl'] - 1):.1f}% "
+            f"above it")
+    return s
+
+
 def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: ConfigDict,
-        evaluate: Callable[[Any, int], dict], metrics_log: MetricsLog, log: Callable[[str], None],
+        evaluate: Callable[[Any, int], dict], metrics_log: MetricsWriter, log: Callable[[str], None],
         select: str | None = None) -> tuple[Any, dict]:
     """Shuffled minibatch training of `loss_fn(params, batch, key) -> loss` over `data` (arrays, first axis = examples).
 
     Calls `evaluate(params, epoch)` after every `eval.every_epochs` epochs and logs its
     dict. Returns the final parameters and evaluation, or with `select` (a key of the
-    evaluation dict, higher is better) those of the best evaluation.
+    evaluation dict, higher is better) those of the best evaluation; the evaluation dict
+    also holds the `steps` and `epochs` trained.
     """
     t = config.train
     n = len(data[0])
@@ -95,9 +104,10 @@ def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: Co
             log(" | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             if select is not None and (best_eval is None or result[select] > best_eval[select]):
                 best, best_eval = jax.tree.map(jnp.copy, params), dict(result, epoch=epoch + 1)
+    trained = {"steps": step, "epochs": step / spe}
     if select is not None:
-        return best, best_eval
-    return params, result
+        return best, {**best_eval, **trained}
+    return params, {**result, **trained}
 
 
 def _pyplot():
@@ -150,8 +160,9 @@ def make_regressor(config: ConfigDict):
     return init, apply
 
 
-def run_sine(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+def run_sine(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Many-to-one regression: next sin sample from the previous window; MSE loss."""
+    config, workdir = run.config, run.path
     data = sine_data(config)
     init, apply = make_regressor(config)
     params = jax.jit(init)(jax.random.key(config.seed))
@@ -164,7 +175,7 @@ def run_sine(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
     def evaluate(params, epoch):
         return {"test_mse": float(np.mean((np.asarray(predict(params, data["x_test"])) - data["y_test"]) ** 2))}
 
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    metrics_log = run.metrics()
     log(f"sine: {len(data['y_train']):,} train / {len(data['y_test']):,} test windows of {config.sine.window}; "
         f"{config.model.cell} {layer_sizes(config)}, {num_params(params):,} params")
     start = time.time()
@@ -173,10 +184,13 @@ def run_sine(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
     pred = np.asarray(predict(params, data["x_test"]))
     _plot_sine(workdir / "sine_test.png", data["t_test"], data["y_test"], pred, result["test_mse"])
     y = data["y_test"]
-    return {"test_mse": result["test_mse"],
-            "baseline_mean_mse": float(np.mean((y - data["y_train"].mean()) ** 2)),  # predict the train mean
-            "baseline_last_mse": float(np.mean((y - data["x_test"][:, -1]) ** 2)),  # repeat the last input
-            "num_params": num_params(params), "wall_s": time.time() - start, **environment()}
+    core = {"steps": result["steps"], "epochs": result["epochs"], "num_params": num_params(params),
+            "wall_s": time.time() - start}
+    return make_summary("sine", "test_mse", "min", core, {
+        "test_mse": result["test_mse"],
+        "baseline_mean_mse": float(np.mean((y - data["y_train"].mean()) ** 2)),  # predict the train mean
+        "baseline_last_mse": float(np.mean((y - data["x_test"][:, -1]) ** 2)),  # repeat the last input
+    })
 
 
 def _plot_sine(path: Path, t: np.ndarray, true: np.ndarray, pred: np.ndarray, mse: float) -> None:
@@ -205,7 +219,7 @@ def echo_stream(seed: int, length: int, echo_step: int, rows: int) -> tuple[np.n
     return x[: rows * cols].reshape(rows, cols), y[: rows * cols].reshape(rows, cols)
 
 
-def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[str], None] = print) -> dict:
+def run_echo(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Delayed echo of a bit stream: truncated BPTT over `train.seq_len` windows, carry passed between them.
 
     The model is the language model's (embedding -> stacked RNN -> linear) with a
@@ -213,8 +227,7 @@ def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
     layer, rides in `TrainState.carry` from window to window. Each epoch is a fresh
     stream. Accuracy is on a fresh stream, at positions >= echo_step of each row.
     """
-    from rnnjax import train as lm_train
-
+    config, workdir = run.config, run.path
     t, e = config.train, config.echo
     cols = e.train_length // t.batch_size
     spe = cols // t.seq_len
@@ -223,8 +236,8 @@ def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
     lr_schedule = optim.schedule(config, spe, total)
     opt = optim.optimizer(config, lr_schedule)
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    state = lm_train.init_state(lm, opt, init_key, t.batch_size)
-    train_step = lm_train.make_train_step(lm, opt, lr_schedule, config)
+    state = train.init_state(lm, opt, init_key, t.batch_size)
+    train_step = train.make_train_step(lm, opt, lr_schedule, config)
     test_x, test_y = echo_stream(config.seed + 10_000, e.test_length, e.echo_step, t.batch_size)
     predict = jax.jit(lambda params, x: jnp.argmax(lm.apply(params, lm.initial_carry(x.shape[0]), x)[1], -1).T)
 
@@ -232,7 +245,7 @@ def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
         pred = np.asarray(predict(params, test_x))
         return float((pred == test_y)[:, e.echo_step:].mean())
 
-    metrics_log = MetricsLog(workdir / "metrics.jsonl")
+    metrics_log = run.metrics()
     log(f"echo: {e.train_length:,} bits per epoch as {t.batch_size} rows, {t.seq_len}-step windows, "
         f"{spe} steps/epoch, {total} steps; {config.model.cell} {lm.sizes}, {num_params(state.params):,} params")
     start, step, losses, acc = time.time(), 0, [], float("nan")
@@ -249,14 +262,16 @@ def run_echo(config: ConfigDict, workdir: Path, data_dir: Path, log: Callable[[s
                 metrics_log.write({"step": step, "epoch": epoch + 1, "split": "train", "loss": float(m["loss"])})
         acc = accuracy(state.params)
         record = {"step": step, "epoch": epoch + 1, "split": "eval", "train_loss": float(np.mean(losses[-spe:])),
-                  "accuracy": acc, "wall_s": time.time() - start}
+                  "test_accuracy": acc, "wall_s": time.time() - start}
         metrics_log.write(record)
         log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, accuracy on fresh data {acc:.4%}")
     metrics_log.close()
     pred = np.asarray(predict(state.params, test_x))
     _plot_echo(workdir / "echo.png", test_x, test_y, pred, e.echo_step)
-    return {"accuracy": acc, "test_bits": int(test_y[:, e.echo_step:].size), "steps": step,
-            "num_params": num_params(state.params), "wall_s": time.time() - start, **environment()}
+    core = {"steps": step, "epochs": step / spe, "num_params": num_params(state.params),
+            "wall_s": time.time() - start}
+    return make_summary("echo", "test_accuracy", "max", core,
+                        {"test_accuracy": acc, "test_bits": int(test_y[:, e.echo_step:].size)})
 
 
 def _plot_echo(path: Path, x: np.ndarray, y: np.ndarray, pred: np.ndarray, echo_step: int, rows: int = 3,

@@ -10,11 +10,9 @@ The step is jitted once with the state's buffers donated.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -23,11 +21,12 @@ import numpy as np
 import optax
 
 from rnnjax import batching, checkpoint, optim, parallel, sampling
-from rnnjax.config import ConfigDict, ConfigError, save as save_config
-from rnnjax.data import Corpus, DataError, save_vocab
+from rnnjax.config import ConfigDict, resume_changes
+from rnnjax.data import Corpus
+from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
 from rnnjax.model import LanguageModel, make_lm, num_params
 from rnnjax.progress import Progress
-from rnnjax.run_files import MetricsLog, environment, perplexity, write_json_atomic
+from rnnjax.rundir import MetricsWriter, Run, make_summary, perplexity
 
 Array = jax.Array
 
@@ -37,10 +36,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: Array  # int32 scalar
     carry: Any  # RNN state carried to the next batch (truncated BPTT)
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
 
 
 def init_state(lm: LanguageModel, opt: optax.GradientTransformation, key: Array, batch_size: int) -> TrainState:
@@ -159,17 +154,23 @@ def _scaled(schedule: optax.Schedule, factor: float) -> optax.Schedule:
     return schedule if factor == 1.0 else (lambda step: factor * schedule(step))
 
 
-def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str], None] = print,
-          poison_step: int | None = None) -> dict:
-    """Train `config` on `corpus` in `workdir`, resuming from its newest good checkpoint if any.
+def position(step: int, steps_per_epoch: int) -> str:
+    """"step 468 (epoch 2, batch 78 of 390)": how the stop and resume messages name a point in training."""
+    epoch, index = divmod(step, steps_per_epoch)
+    if index == 0 and step:
+        return f"step {step:,} (end of epoch {epoch})"
+    return f"step {step:,} (epoch {epoch + 1}, batch {index} of {steps_per_epoch:,} done)"
 
-    Writes config.json, vocab.json, metrics.jsonl, checkpoints/ and summary.json. A resumed
-    run ends bit-identical to an uninterrupted one (same machine and device count).
-    Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and
-    `NonFiniteLoss` on a non-finite loss when `train.on_nonfinite` is "stop".
-    `poison_step` is a test hook: the parameters turn NaN once, just before that step.
+
+def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], None] = print) -> dict:
+    """Train `config` on `corpus` in the claimed `run`, resuming from its newest good checkpoint if any.
+
+    Writes vocab.json, metrics.jsonl, checkpoints/ and summary.json (config.json is the
+    run directory's). A resumed run ends bit-identical to an uninterrupted one (same
+    machine and device count). Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is
+    written first) and `NonFiniteLoss` on a non-finite loss when `train.on_nonfinite` is "stop".
     """
-    workdir = Path(workdir)
+    workdir = run.path
     t = config.train
     train_ids = corpus.splits["train"]
     spe = batching.steps_per_epoch(len(train_ids), t.batch_size, t.seq_len, config.data.sampling)
@@ -199,11 +200,13 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     ckpts = checkpoint.Checkpoints(workdir, config, log)
     start_tally = Tally([], None, 0.0, 0, 0, 1.0)
 
-    safe_changes: list[str] = []
-
     def check_resume(meta: dict) -> None:
-        """Refuse a checkpoint this run cannot continue; runs before any array is read."""
-        safe_changes[:] = checkpoint.check_resume_config(meta["config"], config, meta["step"])
+        """Refuse a checkpoint this run cannot continue (the run directory already checked config.json
+        against the config; this checks the checkpoint's own copy); runs before any array is read."""
+        unsafe, _ = resume_changes(ConfigDict(meta["config"]), config)
+        if unsafe:
+            raise ConfigError(f"cannot resume from the checkpoint at step {meta['step']}: config differs in "
+                              f"{', '.join(unsafe)}; use a new --workdir to train with a different config")
         if meta["vocab"] != corpus.vocab:
             raise DataError(f"{workdir}: the corpus vocabulary ({corpus.vocab_size:,} tokens) differs from the "
                             f"checkpoint's ({len(meta['vocab']):,}); was the corpus changed?")
@@ -228,23 +231,17 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
     del fresh  # donated to the first step
     start = int(state.step)
     if meta is not None:
-        for change in safe_changes:
-            log(f"resume: changed {change}")
         if meta["num_devices"] != layout.mesh.size:
             log(f"warning: the checkpoint was written on {meta['num_devices']} device(s), this run uses "
                 f"{layout.mesh.size}: results match an uninterrupted run to float rounding, not bit for bit")
         if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total_steps:
             log(f"warning: the {t.schedule} schedule now spans {total_steps:,} steps instead of "
                 f"{meta['total_steps']:,}")
-        where = ("the run's end" if start == total_steps else
-                 f"epoch {start // spe + 1}, batch {start % spe + 1} of {spe:,}")
-        log(f"resuming from the checkpoint at step {start:,} ({where}) in {ckpts.root}")
+        log(f"resuming from the checkpoint at {position(start, spe)} in {ckpts.root}")
         if tally.lr_scale != 1.0:
             opt, train_step = build_step(tally.lr_scale)
-    if main:
-        save_config(config, workdir / "config.json")
-        save_vocab(workdir / "vocab.json", corpus.vocab)
-    metrics_log = MetricsLog(workdir / "metrics.jsonl", keep=tally.records) if main else MetricsLog(os.devnull)
+    run.write_vocab(corpus.vocab)
+    metrics_log = run.metrics(keep=tally.records)
     log(f"{corpus.name}: {len(train_ids):,} train tokens, vocab {corpus.vocab_size:,}; "
         f"{config.model.cell} {lm.sizes}, {n_params:,} params; {spe:,} steps/epoch, {total_steps:,} steps")
     progress = Progress(total_steps, tokens_per_step=t.batch_size * t.seq_len, log=log)
@@ -265,15 +262,12 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
 
     step = start
     pending = None  # metrics of the step in flight, read one step later (keeps dispatch async)
-    poisoned = False
     try:
         with StopSignals() as stop:
             while step < total_steps:
                 epoch, index = divmod(step, spe)
                 if index == 0 or not keep_carry:
                     state = state._replace(carry=new_carry())
-                if step + 1 == poison_step and not poisoned:
-                    state, poisoned = state._replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params)), True
                 batch = parallel.place_batch(layout, lambda rows: batching.train_batch(
                     train_ids, t.batch_size, t.seq_len, config.data.sampling, config.seed, epoch, index, rows))
                 state, metrics = train_step(state, batch, step_key)
@@ -285,7 +279,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
                     last_of_epoch = step % spe == 0
                     eval_due = config.eval.every_steps > 0 and step % config.eval.every_steps == 0
                     boundary = last_of_epoch or step == total_steps or eval_due
-                    if not (boundary or stop.received or
+                    if not (boundary or stop.received or ckpts.due(step) or
                             (config.checkpoint.every_steps > 0 and step % config.checkpoint.every_steps == 0)):
                         continue
                     tally = _record(pending, metrics_log, progress, t.log_every, tally, force=boundary)
@@ -304,8 +298,7 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
                     tally = tally._replace(lr_scale=lr_scale)
                     opt, train_step = build_step(lr_scale)
                     step, pending = int(state.step), None
-                    metrics_log = MetricsLog(workdir / "metrics.jsonl", keep=tally.records) if main \
-                        else MetricsLog(os.devnull)
+                    metrics_log = run.metrics(keep=tally.records)
                     metrics_log.write({"step": step, "epoch": step / spe, "event": "rollback",
                                        "nonfinite_step": bad_step, "lr_scale": lr_scale})
                     log(f"non-finite loss at step {bad_step:,}: rolled back to step {step:,}, "
@@ -326,38 +319,32 @@ def train(config: ConfigDict, corpus: Corpus, workdir: Path, log: Callable[[str]
                 save(step, valid_ppl)
                 if stop.received and step < total_steps:
                     ckpts.wait()
-                    raise Preempted(f"stopped by {stop.received} after step {step:,} (epoch {step / spe:.2f}); "
-                                    f"checkpoint written to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
+                    raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; checkpoint written "
+                                    f"to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
     finally:
         ckpts.close()
     train_wall = time.time() - t0
     test_nll = run_eval("test", total_steps, total_steps / spe)
     metrics_log.close()
     valid_nll = float("nan") if tally.valid_nll is None else tally.valid_nll
-    summary = {
+    core = {"steps": total_steps, "epochs": total_steps / spe, "num_params": n_params, "wall_s": time.time() - t0,
+            "tokens_per_s": (total_steps - start) * t.batch_size * t.seq_len / max(train_wall, 1e-9),
+            "num_devices": layout.mesh.size, "num_processes": jax.process_count()}
+    summary = make_summary("lm", "test_ppl", "min", core, {
         "valid_ppl": perplexity(valid_nll),
         "test_ppl": perplexity(test_nll),
         "best_valid_ppl": min(tally.history) if tally.history else None,
         "valid_loss": valid_nll,
         "test_loss": test_nll,
-        "steps": total_steps,
-        "epochs": total_steps / spe,
-        "tokens_per_s": (total_steps - start) * t.batch_size * t.seq_len / max(train_wall, 1e-9),
-        "num_params": n_params,
-        "wall_s": time.time() - t0,
-        **environment(),
-        "num_devices": layout.mesh.size,
-        "num_processes": jax.process_count(),
         "corpus": corpus.name,
         "level": corpus.level,  # "char": rnnjax report adds bits per character
         "floor_ppl": corpus.floor_ppl,
-    }
-    if main:
-        write_json_atomic(workdir / "summary.json", summary)
+    })
+    run.write_summary(summary)
     return summary
 
 
-def _record(pending, metrics_log: MetricsLog, progress: Progress, log_every: int, tally: Tally,
+def _record(pending, metrics_log: MetricsWriter, progress: Progress, log_every: int, tally: Tally,
             force: bool = False) -> Tally:
     """Read a finished step's metrics on the host: stop on a non-finite loss, log, progress."""
     step, epoch, metrics = pending

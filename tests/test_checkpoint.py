@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import checkpoint, cli, config as config_lib, train
-from rnnjax.data import DataError, load_corpus
-from rnnjax.run_files import MetricsLog, read_metrics
+import jax
+import jax.numpy as jnp
+
+from rnnjax import checkpoint, cli, config as config_lib, rundir, train
+from rnnjax.data import load_corpus
+from rnnjax.errors import DataError, NonFiniteLoss
+from rnnjax.rundir import JsonlMetrics, read_metrics
 
 TINY = {  # 24 steps per epoch
     "data.synthetic_train_tokens": 2000, "data.synthetic_eval_tokens": 500,
@@ -29,32 +33,53 @@ def train_records(workdir: Path) -> list[dict]:
     return [r for r in read_metrics(workdir / "metrics.jsonl") if r.get("split") == "train"]
 
 
+def poison_before(monkeypatch, step: int) -> None:
+    """Fault injection: the parameters turn NaN once, just before training step `step`."""
+    make, poisoned = train.make_train_step, []
+
+    def make_poisoned(*args, **kwargs):
+        inner = make(*args, **kwargs)
+
+        def train_step(state, batch, key):
+            if not poisoned and int(state.step) + 1 == step:
+                poisoned.append(step)
+                state = state._replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+            return inner(state, batch, key)
+
+        return train_step
+
+    monkeypatch.setattr(train, "make_train_step", make_poisoned)
+
+
 def test_resume_refuses_model_changes_and_reports_safe_ones(tmp_path, capsys):
     assert cli.main(args(tmp_path, **{"train.max_steps": 6})) == 0
     capsys.readouterr()
     assert cli.main(args(tmp_path, **{"train.max_steps": 6, "model.hidden_size": 32, "train.seq_len": 5})) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnjax: error: cannot resume from the checkpoint at step 6: config differs in "
-                          "model.hidden_size, train.seq_len (")
+    assert err.startswith(f"rnnjax: error: {tmp_path}: holds a run of another config (differs in "
+                          "model.hidden_size, train.seq_len; ")
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6  # left as it was
     assert len(err.strip().splitlines()) == 1
     assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 16  # not overwritten
 
     # No --config: the saved config, with the overrides on top (a safe one here).
     assert cli.main(["train", "--workdir", str(tmp_path), "--config.train.max_steps=9"]) == 0
     out = capsys.readouterr().out
-    assert "resume: changed train.max_steps 6 -> 9" in out
-    assert "resuming from the checkpoint at step 6 (epoch 1, batch 7 of 24)" in out
+    assert "continuing with changed train.max_steps 6 -> 9" in out
+    assert json.loads((tmp_path / "summary-step6.json").read_text())["steps"] == 6  # the earlier result, kept
+    assert "resuming from the checkpoint at step 6 (epoch 1, batch 6 of 24 done)" in out
     assert [r["step"] for r in train_records(tmp_path)] == list(range(1, 10))
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 9
 
 
-def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path):
+def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monkeypatch):
     config = cli.resolve_config("quickstart", {
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5",
         "train.on_nonfinite": "rollback"})
     corpus = load_corpus(config, Path("."))
     logs = []
-    summary = train.train(config, corpus, tmp_path, log=logs.append, poison_step=8)
+    poison_before(monkeypatch, 8)
+    summary = train.train(config, corpus, rundir.open_run(tmp_path, config), log=logs.append)
     assert math.isfinite(summary["valid_ppl"])
     records = list(read_metrics(tmp_path / "metrics.jsonl"))
     events = [r for r in records if r.get("event") == "rollback"]
@@ -67,12 +92,13 @@ def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path):
     assert meta["lr_scale"] == 0.5
 
 
-def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
+def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     config = cli.resolve_config("quickstart", {
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5"})
-    with pytest.raises(train.NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
-        train.train(config, load_corpus(config, Path(".")), tmp_path, log=lambda _: None, poison_step=8)
-    assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [5]
+    poison_before(monkeypatch, 8)
+    with pytest.raises(NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
+        train.train(config, load_corpus(config, Path(".")), rundir.open_run(tmp_path, config), log=lambda _: None)
+    assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [1, 5]  # 1: checkpoint.every_secs
 
 
 def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsys):
@@ -96,19 +122,21 @@ def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsy
 
 def test_all_checkpoints_unreadable_is_an_error_not_a_fresh_start(tmp_path, capsys):
     assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    (tmp_path / "summary.json").unlink()  # as if killed after the last checkpoint, before the summary
     before = (tmp_path / "metrics.jsonl").read_text()
     for meta in (tmp_path / "checkpoints").glob("*/meta/metadata"):
         meta.write_text(meta.read_text()[:10])
     capsys.readouterr()
     assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 2
     err = capsys.readouterr().err
-    assert "no usable checkpoint; unreadable steps: 3 (meta/metadata: JSONDecodeError" in err
+    assert "no usable checkpoint; unreadable steps: 1 (meta/metadata: JSONDecodeError" in err
     assert "Move the directory away to start the run over" in err
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
 def test_restore_latest_skips_a_checkpoint_whose_arrays_fail(tmp_path, capsys):
     assert cli.main(args(tmp_path, **{"train.max_steps": 6, "checkpoint.every_steps": 3})) == 0
+    (tmp_path / "summary.json").unlink()  # as if killed after the last checkpoint, before the summary
     for f in (tmp_path / "checkpoints" / "6" / "train").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"")
@@ -123,29 +151,30 @@ def test_restore_latest_skips_a_checkpoint_whose_arrays_fail(tmp_path, capsys):
 
 def test_metrics_log_keep_cuts_to_the_first_records_and_drops_a_torn_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    log = MetricsLog(path)
+    log = JsonlMetrics(path)
     for step in range(1, 5):
         log.write({"step": step, "loss": 1.0 / step})
     log.close()
     with open(path, "a") as f:
         f.write('{"step": 5, "lo')
-    log = MetricsLog(path, keep=10)
+    log = JsonlMetrics(path, keep=10)
     assert log.records == 4 and [r["step"] for r in read_metrics(path)] == [1, 2, 3, 4]
     log.close()
-    log = MetricsLog(path, keep=2)
+    log = JsonlMetrics(path, keep=2)
     log.write({"step": 3, "loss": 0.5})
     log.close()
     assert path.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "loss": 0.5}\n'
 
 
-def test_config_changes_treats_keys_added_since_as_their_default():
+def test_resume_changes_treat_keys_added_since_as_their_default():
     config = config_lib.defaults()
     saved = config.to_dict()
     del saved["checkpoint"], saved["train"]["on_nonfinite"]
-    assert checkpoint.config_changes(saved, config) == ([], [])
+    assert config_lib.resume_changes(config_lib.ConfigDict(saved), config) == ([], [])
     saved["model"]["cell"] = "gru"
     saved["train"]["max_steps"] = 5
-    assert checkpoint.config_changes(saved, config) == (["model.cell"], ["train.max_steps 5 -> -1"])
+    assert config_lib.resume_changes(config_lib.ConfigDict(saved), config) == (
+        ["model.cell"], ["train.max_steps 5 -> -1"])
     with pytest.raises(DataError):
         checkpoint.restore_params(Path("/nonexistent"), lambda key: None)
 
