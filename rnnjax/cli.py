@@ -170,24 +170,24 @@ def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import report, sweep
+    from rnnjax import launch, report, sweep
 
     spec = _config_path(args.config)
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected at least 1")
     points = sweep.expand(config_lib.load(spec), sweep.load_grid(spec), overrides, where=spec.partition(":")[0],
-                          vocab_size=sweep.corpus_vocab_size(args.data_dir))
+                          vocab_size=launch.corpus_vocab_size(args.data_dir))
     selected = sweep.shard(points, *sweep.parse_shard(args.shard)) if args.shard else points
     workdir = Path(args.workdir)
     if args.dry_run:
         for p in selected:
             hidden = f" (hidden {p.overrides['model.hidden_size']})" if "model.hidden_size" in p.overrides else ""
-            print(f"{p.index:>4}  {sweep.point_status(workdir / p.name):<11}  {workdir / p.name}{hidden}")
+            print(f"{p.index:>4}  {launch.point_status(workdir / p.name):<11}  {workdir / p.name}{hidden}")
         print(f"{len(selected)} of {len(points)} points")
         return 0
-    sweep.write_sweep_file(workdir, spec, overrides, points)
-    failed = sweep.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
-                             data_dir=args.data_dir)
+    launch.record_sweep(workdir, spec, overrides, points)
+    failed = launch.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
+                              data_dir=args.data_dir)
     for path in report.write_report(workdir):
         print(f"wrote {path}")
     return 1 if failed else 0

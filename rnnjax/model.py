@@ -13,6 +13,7 @@ what training and evaluation use: with `model.impl = "fast"` it runs the layers 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnjax import cells, recurrent
-from rnnjax.config import ConfigDict, layer_sizes
+from rnnjax.config import ConfigDict, apply_overrides, layer_sizes
 from rnnjax.errors import ConfigError
 
 Array = jax.Array
@@ -141,3 +142,41 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
 
 def num_params(params: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+MATCH_TOLERANCE = 0.02  # sweep.match_params: relative parameter-count difference allowed
+
+
+def param_count(config: ConfigDict, vocab_size: int) -> int:
+    """Parameters of the model `config` describes, from shapes only (nothing is allocated)."""
+    shapes = jax.eval_shape(make_lm(config, vocab_size).init, jax.random.key(0))
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
+
+
+def matched_hidden_size(config: ConfigDict, vocab_size: int) -> int:
+    """The hidden size giving `config.model.cell` the parameter count of an LSTM at `model.hidden_size`.
+
+    Counts grow with the hidden size, so a bisection finds the closest; a miss of more than
+    2% (e.g. tiny models) is an error rather than a silently unfair comparison.
+    """
+    if config.model.layer_sizes:
+        raise ConfigError("sweep.match_params needs model.layer_sizes = () (one hidden size for every layer)")
+    target = param_count(apply_overrides(config, {"model.cell": "lstm"}), vocab_size)
+    if config.model.cell == "lstm":
+        return config.model.hidden_size
+
+    def count(h: int) -> int:
+        return param_count(apply_overrides(config, {"model.hidden_size": str(h)}), vocab_size)
+
+    lo, hi = 1, max(2, config.model.hidden_size)
+    while count(hi) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+    best = min((lo, hi), key=lambda h: abs(count(h) - target))
+    miss = abs(count(best) - target) / target
+    if miss > MATCH_TOLERANCE:
+        raise ConfigError(f"sweep.match_params: no hidden size gives cell {config.model.cell!r} within 2% of the "
+                          f"LSTM's {target:,} parameters (closest: hidden {best}, {100 * miss:.1f}% off)")
+    return best

@@ -179,7 +179,8 @@ def read_summary(run_dir: Path) -> dict | None:
 # ---- what a directory holds --------------------------------------------------------------
 
 def _entries(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name != LOCK and not p.name.startswith(f".{CONFIG}."))
+    """What `path` holds besides the lock and a sweep's notes on it (which hold no run of their own)."""
+    return sorted(p.name for p in path.iterdir() if p.name not in (LOCK, STATUS, LOG) and not p.name.startswith("."))
 
 
 def describe(path: Path) -> str:
@@ -250,6 +251,21 @@ class Claim:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def holder(path: Path) -> str | None:
+    """Who holds `path`'s claim now ("pid N on HOST since ..."), or None when nobody does."""
+    try:
+        fd = os.open(Path(path) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> str:

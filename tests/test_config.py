@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import config as config_lib
+from rnnjax import config as config_lib, rundir
 from rnnjax.cli import resolve_config
+from rnnjax.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -35,7 +36,7 @@ def test_overrides_are_typed():
 
 
 def test_unknown_key_suggests_the_closest():
-    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'train.max_step' \(did you mean 'train.max_steps'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step' \(did you mean 'train.max_steps'\?\)"):
         resolve_config("quickstart", {"train.max_step": "10"})
 
 
@@ -47,24 +48,24 @@ def test_unknown_key_suggests_the_closest():
     ("train.optimizer", "lbfgs", "'train.optimizer' = 'lbfgs'"),
 ])
 def test_bad_values_name_the_key(key, value, match):
-    with pytest.raises(config_lib.ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match):
         resolve_config("quickstart", {key: value})
 
 
 def test_bad_files_and_presets(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         config_lib.load(str(tmp_path / "nope.py"))
-    with pytest.raises(config_lib.ConfigError, match="has no preset 'huge'"):
+    with pytest.raises(ConfigError, match="has no preset 'huge'"):
         resolve_config("ptb:huge", {})
     bad = tmp_path / "bad.py"
     bad.write_text("from rnnjax.config import defaults\n"
                    "def get_config(preset=None):\n    c = defaults()\n    c.model.hiden_size = 3\n    return c\n")
-    with pytest.raises(config_lib.ConfigError, match="'model.hiden_size' .*'model.hidden_size'"):
+    with pytest.raises(ConfigError, match="'model.hiden_size' .*'model.hidden_size'"):
         config_lib.load(str(bad))
 
 
 def test_saved_config_round_trips(tmp_path):
     c = resolve_config("quickstart", {"model.layer_sizes": "[8, 4]"})
-    config_lib.save(c, tmp_path / "config.json")
+    rundir.open_run(tmp_path, c).release()
     back = config_lib.from_json(tmp_path / "config.json")
     assert config_lib.flatten(back) == config_lib.flatten(c)

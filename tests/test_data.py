@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rnnjax import cli, data, fetch
-from rnnjax.config import ConfigError, apply_overrides, defaults
-from rnnjax.data import DataError
+from rnnjax.config import apply_overrides, defaults
+from rnnjax.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_checksum_mismatch_at_load(tmp_path, shared_data):
     with pytest.raises(DataError) as e:
         load("timemachine", tmp_path)
     msg = one_line_error(e)
-    assert str(target) in msg and "checksum mismatch" in msg and data.file_sha256(target) in msg
+    assert str(target) in msg and "checksum mismatch" in msg and fetch.file_sha256(target) in msg
 
 
 def test_text_file_char_and_word(tmp_path):
@@ -235,15 +235,14 @@ def test_hub_source_offline(tmp_path):
     assert "Hugging Face datasets cannot load it" in one_line_error(e)
 
 
-def test_vocab_file_check(tmp_path):
+def test_vocab_check_names_the_first_differing_id(tmp_path):
     path = tmp_path / "vocab.json"
-    data.save_vocab(path, ["a", "b", "c"])
-    data.check_vocab(path, ["a", "b", "c"])
+    data.check_vocab(["a", "b", "c"], ["a", "b", "c"], path)
     with pytest.raises(DataError) as e:
-        data.check_vocab(path, ["a", "c", "b"])
+        data.check_vocab(["a", "b", "c"], ["a", "c", "b"], path)
     assert "id 1 is 'b' there, 'c' here" in one_line_error(e)
     with pytest.raises(DataError, match="3 tokens.*4 tokens"):
-        data.check_vocab(path, ["a", "b", "c", "d"])
+        data.check_vocab(["a", "b", "c"], ["a", "b", "c", "d"], path)
 
 
 def test_cli_data_stats(shared_data, capsys):
@@ -252,7 +251,7 @@ def test_cli_data_stats(shared_data, capsys):
     assert stats["corpus"] == "timemachine" and stats["vocab_size"] == 71
     assert sum(s["tokens"] for s in stats["splits"].values()) == 178_979
     path = str(shared_data / "timemachine" / "timemachine.txt")
-    assert stats["files"] == {path: data.file_sha256(Path(path))} and "0.9" in stats["split"]
+    assert stats["files"] == {path: fetch.file_sha256(Path(path))} and "0.9" in stats["split"]
     assert cli.main(["data", "stats", "rt-polarity", "--config.data.encoding=latin-1"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["sentences"] == {"neg": 5_331, "pos": 5_331}

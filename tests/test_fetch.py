@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rnnjax import cli, data, fetch
-from rnnjax.data import DataError
+from rnnjax.errors import DataError
 
 
 class Mirror(http.server.ThreadingHTTPServer):

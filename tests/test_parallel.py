@@ -43,7 +43,7 @@ def _env(devices: int, cache: Path) -> dict:
 
 
 def _train_losses(workdir: Path) -> dict[int, float]:
-    from rnnjax.run_files import read_metrics
+    from rnnjax.rundir import read_metrics
 
     return {r["step"]: r["loss"] for r in read_metrics(workdir / "metrics.jsonl") if r.get("split") == "train"}
 
@@ -53,8 +53,9 @@ def _driver(tmp: Path) -> dict:
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from rnnjax import config as config_lib, parallel, recurrent, train
+    from rnnjax import config as config_lib, parallel, recurrent, rundir, train
     from rnnjax.data import load_corpus
+    from rnnjax.errors import ConfigError
 
     out = {"devices": jax.device_count()}
 
@@ -67,7 +68,7 @@ def _driver(tmp: Path) -> dict:
         c = config_lib.apply_overrides(config(n, 1), {"train.batch_size": str(batch)})
         try:
             parallel.make_layout(c)
-        except config_lib.ConfigError as e:
+        except ConfigError as e:
             errors.append(str(e))
     out["errors"] = errors
 
@@ -81,19 +82,22 @@ def _driver(tmp: Path) -> dict:
 
     corpus = load_corpus(config(1, 1), tmp)
     quiet = lambda _: None  # noqa: E731
-    train.train(config(1, RESUMED_STEPS), corpus, tmp / "one", log=quiet)
+
+    def run(c, workdir: Path) -> dict:
+        return train.train(c, corpus, rundir.open_run(workdir, c), log=quiet)
+
+    run(config(1, RESUMED_STEPS), tmp / "one")
     eight = config_lib.apply_overrides(config(8, RESUMED_STEPS), {"checkpoint.every_steps": str(STEPS)})
-    out["summary8_devices"] = train.train(eight, corpus, tmp / "eight", log=quiet)["num_devices"]
+    out["summary8_devices"] = run(eight, tmp / "eight")["num_devices"]
     for n in (1, 8):
         _copy_at_step4(tmp / "eight", tmp / f"resumed{n}")
-        out[f"resumed{n}_devices"] = train.train(config(n, RESUMED_STEPS), corpus, tmp / f"resumed{n}",
-                                                 log=quiet)["num_devices"]
+        out[f"resumed{n}_devices"] = run(config(n, RESUMED_STEPS), tmp / f"resumed{n}")["num_devices"]
     return out
 
 
 def _copy_at_step4(src: Path, dst: Path) -> None:
     """A copy of an 8-step run directory as it was when its step-4 checkpoint was written."""
-    shutil.copytree(src, dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("summary.json"))
     shutil.rmtree(dst / "checkpoints" / str(RESUMED_STEPS))
 
 

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 
 from rnnjax import cli, config as config_lib, report
-from rnnjax.run_files import write_json_atomic
+from rnnjax.files import write_json_atomic
 
 
 def make_run(root: Path, name: str, cell: str, layers: int, seed: int, test_loss: float, level: str = "word",
@@ -17,7 +17,7 @@ def make_run(root: Path, name: str, cell: str, layers: int, seed: int, test_loss
     d = root / name
     config = config_lib.defaults()
     config.model.cell, config.model.num_layers, config.seed = cell, layers, seed
-    config_lib.save(config, d / "config.json")
+    write_json_atomic(d / "config.json", config.to_dict())
     if status:
         write_json_atomic(d / "status.json", {"status": status, "error": "rnnjax: error: boom"})
         return d

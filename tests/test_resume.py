@@ -22,7 +22,7 @@ import pytest
 
 from rnnjax import checkpoint, config as config_lib
 from rnnjax.model import make_lm
-from rnnjax.run_files import read_metrics
+from rnnjax.rundir import read_metrics
 
 DRIVER = """
 import os, pathlib, signal, sys, time

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rnnjax import cli, sampling
-from rnnjax.config import ConfigError, defaults
+from rnnjax.config import defaults
+from rnnjax.errors import ConfigError
 from rnnjax.model import make_lm
 from rnnjax.sampling import Sampler
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, config as config_lib, report, sweep
+from rnnjax import cli, config as config_lib, launch, model, report, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,19 +135,19 @@ def test_match_params_within_two_percent(tmp_path):
     for p in points:
         config = config_lib.apply_overrides(base, p.overrides)
         lstm = config_lib.apply_overrides(config, {"model.cell": "lstm", "model.hidden_size": "64"})
-        ratio = sweep.param_count(config, 50) / sweep.param_count(lstm, 50)
+        ratio = model.param_count(config, 50) / model.param_count(lstm, 50)
         assert abs(ratio - 1) <= 0.02, (p.name, ratio)
     hidden = {p.name: int(p.overrides["model.hidden_size"]) for p in points}
     assert hidden["cell=lstm,layers=1"] == 64 and hidden["cell=rnn_tanh,layers=1"] > hidden["cell=gru,layers=1"] > 64
 
 
 def test_job_placement_splits_cpu_cores():
-    slots = sweep.job_placement(2)
+    slots = launch.job_placement(2)
     assert len(slots) == 2
-    if not sweep._gpu_count() and len(os.sched_getaffinity(0)) >= 2 and slots[0][0]:
+    if not launch._gpu_count() and len(os.sched_getaffinity(0)) >= 2 and slots[0][0]:
         cores = [set(prefix[-1].split(",")) for prefix, _ in slots]
         assert not cores[0] & cores[1]
-    assert sweep.job_placement(1) == [([], {})]
+    assert launch.job_placement(1) == [([], {})]
 
 
 def _sweep(capsys, spec: str, workdir: Path, *extra: str) -> tuple[int, str]:
@@ -214,7 +214,10 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path, capsys):
         proc.wait()
     assert not (second / "summary.json").exists()
     stamp = (first / "summary.json").stat().st_mtime_ns
-    assert sweep.point_status(second) == "interrupted"
+    deadline = time.time() + 30  # the killed training process exits (and so releases its claim) soon after
+    while launch.point_status(second) == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    assert launch.point_status(second) == "interrupted"
     rc, out = _sweep(capsys, spec, workdir, *overrides)
     assert rc == 0 and "1 finished (skipped)" in out and "start seed=1 (resuming)" in out, out
     assert (first / "summary.json").stat().st_mtime_ns == stamp

@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import cli, sentiment, tasks
-from rnnjax.config import ConfigError, defaults
-from rnnjax.run_files import read_metrics
+from rnnjax import cli, rundir, sentiment, tasks
+from rnnjax.config import defaults
+from rnnjax.errors import ConfigError
+from rnnjax.rundir import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,8 +61,8 @@ def test_echo_learns_across_window_boundaries(tmp_path):
     c.model.num_layers, c.model.hidden_size, c.model.embed_size = 3, 8, 4
     c.train.batch_size, c.train.seq_len, c.train.num_epochs = 5, 15, 3
     c.train.optimizer, c.train.learning_rate, c.train.log_every = "adam", 0.02, 50
-    s = tasks.run(c, tmp_path, tmp_path, log=lambda _: None)
-    assert s["accuracy"] > 0.97
+    s = tasks.run(rundir.open_run(tmp_path, c), tmp_path, log=lambda _: None)
+    assert s["test_accuracy"] > 0.97 and s["metric"] == "test_accuracy" and s["goal"] == "max"
     train_losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert train_losses[-1] < 0.25 * math.log(2)  # trivial baseline: a coin flip
     assert (tmp_path / "echo.png").is_file()
@@ -123,10 +124,8 @@ def test_sentence_classifier_learns_a_keyword_rule(tmp_path):
     def evaluate(params, epoch):
         return {"loss": float(full_loss(params))}
 
-    from rnnjax.run_files import MetricsLog
-
     _, result = tasks.fit(loss_fn, jax.jit(clf.init)(jax.random.key(0)), (ids, lengths, labels), c, evaluate,
-                          MetricsLog(tmp_path / "m.jsonl"), lambda _: None)
+                          rundir.JsonlMetrics(tmp_path / "m.jsonl"), lambda _: None)
     assert result["loss"] < 0.15 * math.log(2)
 
 

@@ -13,7 +13,7 @@ import pytest
 from rnnjax import batching, optim, synthetic
 from rnnjax.cli import main, resolve_config
 from rnnjax.model import make_lm
-from rnnjax.run_files import read_metrics
+from rnnjax.rundir import read_metrics
 
 TINY = {"train.max_steps": "30", "model.hidden_size": "16", "model.embed_size": "8", "train.log_every": "10",
         "data.synthetic_train_tokens": "20000", "data.synthetic_eval_tokens": "2000", "train.batch_size": "8",
