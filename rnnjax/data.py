@@ -233,8 +233,12 @@ def cached_splits(name: str, key: dict, build: Callable[[], tuple[list[str], dic
     digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True).encode()).hexdigest()
     entry = resolve_token_cache() / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{digest[:24]}"
     if (entry / "vocab.json").is_file():
-        vocab = json.loads((entry / "vocab.json").read_text())
-        return vocab, {s: np.load(entry / f"{s}.npy") for s in SPLITS}
+        try:
+            vocab = json.loads((entry / "vocab.json").read_text())
+            return vocab, {s: np.load(entry / f"{s}.npy") for s in SPLITS}
+        except (OSError, ValueError, EOFError) as e:  # damaged on disk: rebuild it
+            print(f"warning: token cache entry {entry} is unreadable ({type(e).__name__}); rebuilding it")
+            shutil.rmtree(entry, ignore_errors=True)
     vocab, splits = build()
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)

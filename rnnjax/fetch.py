@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -113,7 +114,12 @@ def source_url(remote: Remote, mirror: str | None) -> str:
 
 
 def resolve_mirror(flag: str | None = None) -> str | None:
-    return flag or os.environ.get(MIRROR_ENV) or None
+    """--mirror, else $RNNJAX_DATA_MIRROR: a URL with a scheme (https://, http://, file://), or None."""
+    mirror = flag or os.environ.get(MIRROR_ENV) or None
+    if mirror is not None and urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file"):
+        where = "--mirror" if flag else f"${MIRROR_ENV}"
+        raise DataError(f"{where} {mirror!r}: expected a URL starting with https://, http:// or file://")
+    return mirror
 
 
 def fetch(corpus: str, data_dir: Path, mirror: str | None = None, log: Callable[[str], None] = print) -> list[Path]:

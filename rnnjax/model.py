@@ -144,6 +144,18 @@ def num_params(params: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
+def check_fits(config: ConfigDict, vocab_size: int, limit: int, where: str) -> None:
+    """Refuse, naming the sizes, a model whose parameters, gradients and two optimizer slots exceed
+    `limit` bytes: XLA aborts the process on such an allocation rather than raising."""
+    n = param_count(config, vocab_size)
+    need = 4 * 4 * n  # float32 params, gradients and up to two optimizer moments
+    if need > limit:
+        raise ConfigError(f"the model has {n:,} parameters, {need / 2**30:,.1f} GiB with gradients and optimizer "
+                          f"state: more than the {where} memory ({limit / 2**30:,.1f} GiB); reduce "
+                          f"model.hidden_size ({config.model.hidden_size}), model.num_layers or the vocabulary "
+                          f"({vocab_size:,})")
+
+
 MATCH_TOLERANCE = 0.02  # sweep.match_params: relative parameter-count difference allowed
 
 

@@ -66,6 +66,15 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def memory_limit() -> tuple[int, str]:
+    """(bytes one device can hold, what it is): an accelerator's allocator limit, or the host's RAM."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} device"
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "host"
+
+
 def sync(name: str) -> None:
     """Wait until every process of a multi-process run reaches the point called `name`."""
     if jax.process_count() > 1:

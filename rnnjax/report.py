@@ -18,71 +18,81 @@ import statistics
 from pathlib import Path
 
 from rnnjax import config as config_lib
+from rnnjax import rundir
 from rnnjax.errors import DataError
+from rnnjax.files import read_json, write_text_atomic
 from rnnjax.rundir import perplexity, read_metrics
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
 BAR_KEY = "model.cell"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def run_dirs(sweep_dir: Path) -> list[Path]:
     """Run directories under `sweep_dir`, in the sweep's point order when sweep.json says it."""
     found = {p.name: p for p in sweep_dir.iterdir() if p.is_dir() and
-             ((p / "config.json").is_file() or (p / "status.json").is_file())}
-    sweep = _read_json(sweep_dir / "sweep.json") or {}
-    order = [pt["name"] for pt in sweep.get("points", []) if pt["name"] in found]
+             any((p / f).is_file() for f in (rundir.CONFIG, rundir.STATUS, rundir.SUMMARY))}
+    sweep = read_json(sweep_dir / "sweep.json")
+    points = sweep.get("points", []) if isinstance(sweep, dict) else []
+    order = [pt["name"] for pt in points if isinstance(pt, dict) and pt.get("name") in found]
     return [found[n] for n in order] + [found[n] for n in sorted(found) if n not in order]
 
 
 def swept_keys(sweep_dir: Path, configs: list[dict]) -> list[str]:
-    sweep = _read_json(sweep_dir / "sweep.json")
-    if sweep and sweep.get("keys"):
+    sweep = read_json(sweep_dir / "sweep.json")
+    if isinstance(sweep, dict) and sweep.get("keys"):
         return list(sweep["keys"])
     keys = list(configs[0]) if configs else []
     return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
 
 
+def _config(run_dir: Path) -> dict:
+    saved = read_json(run_dir / rundir.CONFIG)
+    return config_lib.flatten(config_lib.ConfigDict(saved)) if isinstance(saved, dict) else {}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def collect(sweep_dir: Path) -> list[dict]:
-    """One row per run directory (finished or not)."""
+    """One row per run directory: finished, failed, running, interrupted or damaged, of any task.
+
+    Every row has `metric`, `value` and `goal` (the run's headline figure, lower or higher
+    better); language-model rows also have perplexities, and bits per character on char corpora.
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise DataError(f"{sweep_dir}: no such directory")
     dirs = run_dirs(sweep_dir)
     if not dirs:
-        raise DataError(f"{sweep_dir}: no run directories (subdirectories with config.json or status.json)")
-    configs = [config_lib.flatten(config_lib.ConfigDict(_read_json(d / "config.json") or {})) for d in dirs]
+        raise DataError(f"{sweep_dir}: no run directories (subdirectories with config.json, status.json or "
+                        f"summary.json)")
+    configs = [_config(d) for d in dirs]
     keys = swept_keys(sweep_dir, configs)
     rows = []
     for d, cfg in zip(dirs, configs):
-        summary = _read_json(d / "summary.json")
-        status = _read_json(d / "status.json") or {}
-        values = status.get("values") or {}
+        summary = rundir.read_summary(d)
+        status = read_json(d / rundir.STATUS)
+        status = status if isinstance(status, dict) else {}
+        values = status.get("values") if isinstance(status.get("values"), dict) else {}
         row = {"run": d.name, **{k: cfg.get(k, values.get(k)) for k in keys}}
         row["hidden_size"] = cfg.get("model.hidden_size")
-        if summary:
-            row["status"] = "done"
-            char = summary.get("level") == "char"
-            row.update({
-                "corpus": summary.get("corpus"),
-                "level": summary.get("level"),
-                "num_params": summary.get("num_params"),
-                "best_valid_ppl": summary.get("best_valid_ppl"),
-                "valid_ppl": summary.get("valid_ppl"),
-                "test_ppl": summary.get("test_ppl"),
-                "valid_bpc": summary["valid_loss"] / math.log(2) if char else None,
-                "test_bpc": summary["test_loss"] / math.log(2) if char else None,
-                "tokens_per_s": summary.get("tokens_per_s"),
-                "wall_s": summary.get("wall_s"),
-                "steps": summary.get("steps"),
-                "epochs": summary.get("epochs"),
-            })
+        if summary is not None:
+            metric, value = rundir.headline(summary)
+            row.update(status="done", task=summary.get("task", cfg.get("task", "lm")), metric=metric, value=value,
+                       goal=summary.get("goal", "max" if "accuracy" in metric else "min"))
+            for field in ("corpus", "level", "cpu"):
+                row[field] = summary.get(field)
+            for field in ("num_params", "best_valid_ppl", "valid_ppl", "test_ppl", "tokens_per_s", "wall_s",
+                          "steps", "epochs"):
+                row[field] = _number(summary.get(field))
+            if summary.get("level") == "char":
+                for split in ("valid", "test"):
+                    loss = _number(summary.get(f"{split}_loss"))
+                    row[f"{split}_bpc"] = loss / math.log(2) if loss is not None else None
+        elif (d / rundir.SUMMARY).exists():
+            row["status"] = "damaged"
+            row["error"] = f"{rundir.SUMMARY} is unreadable; rerun the sweep to redo this point"
         else:
             row["status"] = status.get("status", "incomplete")  # "running": running now, or interrupted
             if status.get("error"):
@@ -123,15 +133,33 @@ def group_rows(rows: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict
     return list(groups.items())
 
 
+def _table_metrics(done: list[dict]) -> list[tuple[str, str, int]]:
+    """(column, row field, digits): perplexities or bits per character for language models, else the
+    runs' headline metric."""
+    if done and all(r.get("task") == "lm" for r in done):
+        if any(r.get("level") == "char" for r in done):
+            return [("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)]
+        return [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)]
+    names = sorted({r["metric"] for r in done})
+    return [(" / ".join(names) or "result", "value", 4)]
+
+
+def _count(value) -> str:
+    return f"{int(value):,}" if value is not None else "–"
+
+
+def _mean_of(group: list[dict], field: str, fmt: str) -> str:
+    values = [r[field] for r in group if r.get(field) is not None]
+    return fmt.format(statistics.mean(values)) if values else "–"
+
+
 def markdown(rows: list[dict], keys: list[str], title: str) -> str:
     group_keys = [k for k in keys if k != "seed"]
     names = _short(keys)
     done = [r for r in rows if r["status"] == "done"]
-    char = any(r.get("level") == "char" for r in done)
     groups = group_rows(rows, keys)
     several = any(len(g) > 1 for _, g in groups)
-    metrics = ([("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)] if char else
-               [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)])
+    metrics = _table_metrics(done)
     head = [names[k] for k in group_keys] + ["hidden", "params"] + [m[0] for m in metrics] + \
            (["seeds"] if several else []) + ["steps", "tokens/s", "wall"]
     lines = [f"# {title}", ""]
@@ -144,11 +172,10 @@ def markdown(rows: list[dict], keys: list[str], title: str) -> str:
         first = g[0]
         hidden = sorted({r["hidden_size"] for r in g})
         cells = [_fmt_value(first.get(k)) for k in group_keys]
-        cells += ["/".join(map(str, hidden)), f"{first['num_params']:,}"]
+        cells += ["/".join(map(str, hidden)), _count(first.get("num_params"))]
         cells += [_mean_std([r[f] for r in g if r.get(f) is not None], d) for _, f, d in metrics]
         cells += [str(len(g))] if several else []
-        cells += [f"{first['steps']:,}", f"{statistics.mean(r['tokens_per_s'] for r in g):,.0f}",
-                  f"{statistics.mean(r['wall_s'] for r in g):.0f} s"]
+        cells += [_count(first.get("steps")), _mean_of(g, "tokens_per_s", "{:,.0f}"), _mean_of(g, "wall_s", "{:.0f} s")]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [r for r in rows if r["status"] != "done"]
     if bad:
@@ -194,12 +221,12 @@ def _bars(rows: list[dict], keys: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    char = any(r.get("level") == "char" for r in rows)
-    metric, unit = ("test_bpc", "test bits per character") if char else ("test_ppl", "test perplexity")
+    done = [r for r in rows if r["status"] == "done"]
+    unit, metric, _ = _table_metrics(done)[-1]
+    unit = {"test bpc": "test bits per character", "test ppl": "test perplexity"}.get(unit, unit)
     bar_key = BAR_KEY if BAR_KEY in keys else keys[0]
     other = [k for k in keys if k not in (bar_key, "seed")]
     names = _short(keys)
-    done = [r for r in rows if r["status"] == "done"]
     bars = list(dict.fromkeys(json.dumps(r.get(bar_key)) for r in done))
     settings = list(dict.fromkeys(tuple(json.dumps(r.get(k)) for k in other) for r in done))
     width = 0.8 / max(len(bars), 1)
@@ -234,15 +261,12 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
     out_dir = Path(out_dir or sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = collect(sweep_dir)
-    configs = [config_lib.flatten(config_lib.ConfigDict(_read_json(sweep_dir / r["run"] / "config.json") or {}))
-               for r in rows]
+    configs = [_config(sweep_dir / r["run"]) for r in rows]
     keys = swept_keys(sweep_dir, configs) or ["seed"]
     jsonl = out_dir / "results.jsonl"
-    tmp = jsonl.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(jsonl)
+    write_text_atomic(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
     md = out_dir / "results.md"
-    md.write_text(markdown(rows, keys, f"Sweep results: {sweep_dir.name}"))
+    write_text_atomic(md, markdown(rows, keys, f"Sweep results: {sweep_dir.name}"))
     written = [jsonl, md]
     if any(r["status"] == "done" for r in rows):
         _curves(sweep_dir, rows, out_dir / "valid_curves.png")

@@ -231,6 +231,7 @@ class Claim:
     def __init__(self, path: Path):
         self.path = Path(path)
         lock = self.path / LOCK
+        self.created = not lock.exists()
         try:
             self._fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
@@ -247,8 +248,11 @@ class Claim:
                                        "started": datetime.datetime.now().isoformat(timespec="seconds"),
                                        "command": " ".join(sys.argv)}).encode())
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Give the directory up; `remove` also deletes the lock file (a refused directory keeps no trace)."""
         if self._fd is not None:
+            if remove:
+                (self.path / LOCK).unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
 
@@ -418,7 +422,7 @@ def open_run(workdir: Path | str, given: ConfigDict | None, overrides: dict[str,
         return run
     except BaseException:
         if claim is not None:
-            claim.release()
+            claim.release(remove=claim.created)
         if created:
             shutil.rmtree(path, ignore_errors=True)
         raise

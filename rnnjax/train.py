@@ -24,7 +24,7 @@ from rnnjax import batching, checkpoint, optim, parallel, sampling
 from rnnjax.config import ConfigDict, resume_changes
 from rnnjax.data import Corpus
 from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
-from rnnjax.model import LanguageModel, make_lm, num_params
+from rnnjax.model import LanguageModel, check_fits, make_lm, num_params
 from rnnjax.progress import Progress
 from rnnjax.rundir import MetricsWriter, Run, make_summary, perplexity
 
@@ -177,6 +177,7 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
     total_steps = spe * t.num_epochs
     if t.max_steps > 0:
         total_steps = min(total_steps, t.max_steps)
+    check_fits(config, corpus.vocab_size, *parallel.memory_limit())
     lm = make_lm(config, corpus.vocab_size)
 
     def build_step(lr_scale: float) -> tuple[optax.GradientTransformation, Callable]:
