@@ -49,12 +49,7 @@ def _split_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[
 
 def _config_path(spec: str) -> str:
     """`quickstart` or `ptb:small` name a shipped config; anything else is a path."""
-    path, colon, preset = spec.partition(":")
-    if not path.endswith(".py") and not Path(path).exists():
-        shipped = Path(__file__).resolve().parent.parent / "configs" / f"{path}.py"
-        if shipped.is_file():
-            return f"{shipped}{colon}{preset}"
-    return spec
+    return config_lib.shipped_config_path(spec)
 
 
 def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDict:

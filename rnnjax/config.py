@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import codecs
 import difflib
+import importlib.resources
 import importlib.util
 import json
 import traceback
@@ -123,12 +124,49 @@ def defaults() -> ConfigDict:
     return c
 
 
+def _shipped_configs() -> Path:
+    """The directory of the shipped config files (the repository's configs/).
+
+    Installed, editable or not, it is the package rnnjax.configs (pyproject.toml maps configs/ there);
+    a source checkout used without installing (PYTHONPATH=.) has no rnnjax.configs, so there it is
+    configs/ beside the rnnjax directory.
+    """
+    try:
+        return Path(importlib.resources.files("rnnjax.configs"))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+def _shipped_config_names() -> list[str]:
+    """The names `--config` accepts for shipped configs: 'charrnn', ..., 'sweeps/quick'."""
+    root = _shipped_configs()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.py")
+                  if p.name != "__init__.py")
+
+
+def shipped_config_path(spec: str) -> str:
+    """`quickstart` or `ptb:small` -> the shipped config's file, preset kept (`/.../ptb.py:small`).
+
+    A spec whose file part ends in .py or exists as a path is returned as given, and so is a name
+    that is no shipped config (load() then says so and lists the shipped names). The lookup goes
+    through the installed package, so names work after a non-editable install too.
+    """
+    path, colon, preset = spec.partition(":")
+    if path.endswith(".py") or Path(path).exists():
+        return spec
+    shipped = _shipped_configs() / f"{path}.py"
+    return f"{shipped}{colon}{preset}" if shipped.is_file() else spec
+
+
 def load(spec: str) -> ConfigDict:
     """Load `path/to/config.py[:preset]` and return its locked ConfigDict."""
     path_str, _, preset = spec.partition(":")
     path = Path(path_str)
     if not path.is_file():
-        raise ConfigError(f"config file {path_str!r} not found")
+        hint = ""
+        if "/" not in path_str and not path_str.endswith(".py"):  # a mistyped name rather than a path
+            hint = f"; shipped configs: {', '.join(_shipped_config_names())}"
+        raise ConfigError(f"config file {path_str!r} not found{hint}")
     module_spec = importlib.util.spec_from_file_location(f"rnnjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:

@@ -1,0 +1,1 @@
+"""Shipped config files, installed as the package rnnjax.configs (see pyproject.toml)."""

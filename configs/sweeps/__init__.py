@@ -1,0 +1,1 @@
+"""Shipped sweep config files, installed as rnnjax.configs.sweeps."""
