@@ -4,7 +4,7 @@
         --repeats 7 --json experiments/results/bench_cpu.json
 
 For every (shape, cell, mode) row it builds the rnnjax LM (`rnnjax.model.make_lm`, the
-jitted `rnnjax.train.make_train_step` / `make_eval_step`) and the equivalent PyTorch
+jitted `rnnjax.steps.make_train_step` / `make_eval_step`) and the equivalent PyTorch
 model (nn.Embedding -> nn.RNN/GRU/LSTM -> nn.Linear, the same cross entropy, global-norm
 clipping and SGD, default threads) in this process, warms both up, then times them
 interleaved A B A B ... `--repeats` times; tokens/s is the median over repeats and
@@ -46,7 +46,7 @@ import numpy as np
 from rnnjax import batching, host_memory, optim, parallel, sampling
 from rnnjax.config import defaults
 from rnnjax.model import make_lm, num_params
-from rnnjax.train import init_state, make_eval_step, make_train_step
+from rnnjax.steps import init_state, make_eval_step, make_train_step
 
 try:
     import torch

@@ -27,7 +27,7 @@ from bench import SHAPES, jax_config, token_batches  # noqa: E402
 
 from rnnjax import batching, cells, optim, recurrent  # noqa: E402
 from rnnjax.model import decoder_nll, make_lm, token_nll  # noqa: E402
-from rnnjax.train import init_state, make_train_step  # noqa: E402
+from rnnjax.steps import init_state, make_train_step  # noqa: E402
 
 
 def interleaved(fns: dict, repeats: int, calls: int = 3) -> dict[str, float]:

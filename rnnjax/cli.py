@@ -47,13 +47,8 @@ def _split_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[
     return overrides
 
 
-def _config_path(spec: str) -> str:
-    """`quickstart` or `ptb:small` name a shipped config; anything else is a path."""
-    return config_lib.shipped_config_path(spec)
-
-
 def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDict:
-    config = config_lib.apply_overrides(config_lib.load(_config_path(spec)), overrides)
+    config = config_lib.apply_overrides(config_lib.load(config_lib.shipped_config_path(spec)), overrides)
     config_lib.validate(config)
     return config
 
@@ -73,7 +68,7 @@ def _given_config(args: argparse.Namespace, workdir: Path, overrides: dict[str, 
 
 
 def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import parallel, tasks, train
+    from rnnjax import loop, parallel, tasks
 
     workdir = Path(args.workdir) if args.workdir else rundir.default_dir(args.config or QUICKSTART, overrides)
     given = _given_config(args, workdir, overrides)  # every config error is raised here, before any directory
@@ -97,7 +92,7 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     print(f"run directory: {workdir} ({'new run' if run.state == 'new' else 'continuing the run it holds'})")
     try:
         tasks.run(run, resolve_data_dir(args.data_dir))
-    except train.Preempted as e:
+    except loop.Preempted as e:
         print(e)
         return 0
     except UserError:
@@ -112,7 +107,7 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import checkpoint, train
+    from rnnjax import checkpoint, steps
     from rnnjax.model import make_lm
 
     workdir, config = rundir.open_existing(Path(args.workdir))
@@ -122,7 +117,7 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     check_vocab(rundir.read_vocab(workdir), corpus.vocab, workdir / rundir.VOCAB)
     lm = make_lm(config, corpus.vocab_size)
     params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
-    nll = train.evaluate(lm, train.make_eval_step(lm), params, corpus.splits[args.split], config)
+    nll = steps.evaluate(lm, steps.make_eval_step(lm), params, corpus.splits[args.split], config)
     print(json.dumps({"split": args.split, "loss": nll, "perplexity": math.exp(nll), "bpt": nll / math.log(2)}))
     return 0
 
@@ -167,7 +162,7 @@ def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from rnnjax import launch, report, sweep
 
-    spec = _config_path(args.config)
+    spec = config_lib.shipped_config_path(args.config)
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected at least 1")
     points = sweep.expand(config_lib.load(spec), sweep.load_grid(spec), overrides, where=spec.partition(":")[0],

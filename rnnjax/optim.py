@@ -1,7 +1,16 @@
-"""The Optax pipeline: global-norm clipping, then SGD / Adam / AdamW on a schedule."""
+"""The Optax pipeline: global-norm clipping, then SGD / Adam / AdamW on a schedule, then a learning-rate scale.
+
+The scale (1 unless a rollback halved it, `train.on_nonfinite=rollback`) is a hyperparameter
+injected into the optimizer state (`optax.inject_hyperparams`), so it is checkpointed with
+that state and changing it needs no new optimizer and no recompiled step.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from rnnjax.config import ConfigDict
@@ -33,6 +42,19 @@ def optimizer(config: ConfigDict, lr_schedule: optax.Schedule) -> optax.Gradient
         opt = optax.adam(lr_schedule)
     else:
         opt = optax.adamw(lr_schedule, weight_decay=t.weight_decay)
-    if t.clip_norm > 0:
-        opt = optax.chain(optax.clip_by_global_norm(t.clip_norm), opt)
-    return opt
+    scale = optax.inject_hyperparams(optax.scale)(step_size=1.0)
+    return optax.chain(optax.clip_by_global_norm(t.clip_norm), opt, scale) if t.clip_norm > 0 else \
+        optax.chain(opt, scale)
+
+
+def lr_scale(opt_state: Any) -> jax.Array:
+    """The learning-rate scale held in an `optimizer()` state (its last element)."""
+    return opt_state[-1].hyperparams["step_size"]
+
+
+def with_lr_scale(opt_state: Any, scale: float) -> Any:
+    """`opt_state` with its learning-rate scale set to `scale` (same dtype and placement)."""
+    old = lr_scale(opt_state)
+    new = jax.device_put(jnp.asarray(scale, old.dtype), old.sharding)
+    last = opt_state[-1]
+    return (*opt_state[:-1], last._replace(hyperparams={**last.hyperparams, "step_size": new}))

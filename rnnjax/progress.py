@@ -47,7 +47,7 @@ class Progress:
     def report(self, record: dict) -> None:
         eta = self.eta()
         self.log(
-            f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']} | loss {record['loss']:.4f} | "
+            f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
             f"ppl {record['perplexity']:.2f} | {record['tokens_per_s']:,.0f} tok/s | lr {record['lr']:.3g} | "
             f"|g| {record['grad_norm']:.2f} | ETA {format_seconds(eta) if eta == eta else '?'}"
         )

@@ -332,6 +332,12 @@ class Run:
         if self._claim is not None:
             self._claim.release()
 
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
 
 class Finished(Exception):
     """`open_run` found the run finished; the message says so, naming its result."""

@@ -1,6 +1,6 @@
 """What `rnnjax train` runs, by `task`: the language model and the classic small RNN tasks.
 
-    rnnjax train --config configs/ptb.py:small  --workdir runs/ptb_small   # language model (rnnjax.train)
+    rnnjax train --config configs/ptb.py:small  --workdir runs/ptb_small   # language model (rnnjax.loop)
     rnnjax train --config configs/sine.py       --workdir runs/sine        # many-to-one regression
     rnnjax train --config configs/echo.py       --workdir runs/echo        # seq2seq, TBPTT, carried state
     rnnjax train --config configs/sentiment.py  --workdir runs/sentiment   # padded sentence classification
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import batching, optim, recurrent, train
+from rnnjax import batching, loop, optim, recurrent, steps
 from rnnjax.config import ConfigDict, layer_sizes
 from rnnjax.data import load_corpus
 from rnnjax.errors import ConfigError
@@ -44,9 +44,9 @@ def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
 
 
 def run_lm(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """The language model (`rnnjax.train`): checkpoints, resume, signals, data parallelism."""
+    """The language model (`rnnjax.loop`): checkpoints, resume, signals, data parallelism."""
     corpus = load_corpus(run.config, data_dir)
-    s = train.train(run.config, corpus, run, log)
+    s = loop.train(run.config, corpus, run, log)
     log(f"valid ppl {s['valid_ppl']:.3f}, test ppl {s['test_ppl']:.3f} "
         f"({s['steps']:,} steps, {s['tokens_per_s']:,.0f} tokens/s, {s['wall_s']:.0f} s)")
     if s["floor_ppl"] is not None:
@@ -236,8 +236,8 @@ def run_echo(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> di
     lr_schedule = optim.schedule(config, spe, total)
     opt = optim.optimizer(config, lr_schedule)
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    state = train.init_state(lm, opt, init_key, t.batch_size)
-    train_step = train.make_train_step(lm, opt, lr_schedule, config)
+    state = steps.init_state(lm, opt, init_key, t.batch_size)
+    train_step = steps.make_train_step(lm, opt, lr_schedule, config)
     test_x, test_y = echo_stream(config.seed + 10_000, e.test_length, e.echo_step, t.batch_size)
     predict = jax.jit(lambda params, x: jnp.argmax(lm.apply(params, lm.initial_carry(x.shape[0]), x)[1], -1).T)
 

@@ -11,7 +11,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from rnnjax import checkpoint, cli, config as config_lib, rundir, train
+from rnnjax import checkpoint, cli, config as config_lib, loop, rundir, steps
 from rnnjax.data import load_corpus
 from rnnjax.errors import DataError, NonFiniteLoss
 from rnnjax.rundir import JsonlMetrics, read_metrics
@@ -35,7 +35,7 @@ def train_records(workdir: Path) -> list[dict]:
 
 def poison_before(monkeypatch, step: int) -> None:
     """Fault injection: the parameters turn NaN once, just before training step `step`."""
-    make, poisoned = train.make_train_step, []
+    make, poisoned = steps.make_train_step, []
 
     def make_poisoned(*args, **kwargs):
         inner = make(*args, **kwargs)
@@ -48,7 +48,7 @@ def poison_before(monkeypatch, step: int) -> None:
 
         return train_step
 
-    monkeypatch.setattr(train, "make_train_step", make_poisoned)
+    monkeypatch.setattr(steps, "make_train_step", make_poisoned)
 
 
 def test_resume_refuses_model_changes_and_reports_safe_ones(tmp_path, capsys):
@@ -79,7 +79,8 @@ def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monk
     corpus = load_corpus(config, Path("."))
     logs = []
     poison_before(monkeypatch, 8)
-    summary = train.train(config, corpus, rundir.open_run(tmp_path, config), log=logs.append)
+    with rundir.open_run(tmp_path, config) as run:
+        summary = loop.train(config, corpus, run, log=logs.append)
     assert math.isfinite(summary["valid_ppl"])
     records = list(read_metrics(tmp_path / "metrics.jsonl"))
     events = [r for r in records if r.get("event") == "rollback"]
@@ -88,8 +89,9 @@ def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monk
     lrs = {r["step"]: r["lr"] for r in train_records(tmp_path)}
     assert list(lrs) == list(range(1, 15))  # steps 6.. were logged once, after the rollback
     assert lrs[5] == 0.5 and lrs[6] == lrs[14] == 0.25
-    meta = json.loads((tmp_path / "checkpoints" / "14" / "meta" / "metadata").read_text())
-    assert meta["lr_scale"] == 0.5
+    # The scale lives in the optimizer state, so the checkpoint carries it into a continued run.
+    assert cli.main(["train", "--workdir", str(tmp_path), "--config.train.max_steps=16"]) == 0
+    assert {r["step"]: r["lr"] for r in train_records(tmp_path)}[16] == 0.25
 
 
 def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -97,7 +99,8 @@ def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(t
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5"})
     poison_before(monkeypatch, 8)
     with pytest.raises(NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
-        train.train(config, load_corpus(config, Path(".")), rundir.open_run(tmp_path, config), log=lambda _: None)
+        with rundir.open_run(tmp_path, config) as run:
+            loop.train(config, load_corpus(config, Path(".")), run, log=lambda _: None)
     assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [1, 5]  # 1: checkpoint.every_secs
 
 

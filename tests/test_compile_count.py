@@ -16,7 +16,7 @@ import pytest
 from rnnjax import batching, optim
 from rnnjax.config import defaults
 from rnnjax.model import make_lm
-from rnnjax.train import evaluate, init_state, make_eval_step, make_train_step
+from rnnjax.steps import evaluate, init_state, make_eval_step, make_train_step
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

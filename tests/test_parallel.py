@@ -53,7 +53,7 @@ def _driver(tmp: Path) -> dict:
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from rnnjax import config as config_lib, parallel, recurrent, rundir, train
+    from rnnjax import config as config_lib, loop, parallel, recurrent, rundir
     from rnnjax.data import load_corpus
     from rnnjax.errors import ConfigError
 
@@ -84,7 +84,8 @@ def _driver(tmp: Path) -> dict:
     quiet = lambda _: None  # noqa: E731
 
     def run(c, workdir: Path) -> dict:
-        return train.train(c, corpus, rundir.open_run(workdir, c), log=quiet)
+        with rundir.open_run(workdir, c) as run:
+            return loop.train(c, corpus, run, log=quiet)
 
     run(config(1, RESUMED_STEPS), tmp / "one")
     eight = config_lib.apply_overrides(config(8, RESUMED_STEPS), {"checkpoint.every_steps": str(STEPS)})

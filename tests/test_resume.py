@@ -111,12 +111,12 @@ def test_kills_mid_step_mid_save_sigterm_and_a_truncated_checkpoint_resume_bit_i
     work = tmp_path / "work"
     assert killed(run(compile_cache, work, "kill", 7))  # mid-epoch, between the saves at 5 and 10
     proc = run(compile_cache, work, "save", 24)  # while the end-of-epoch checkpoint is being committed
-    assert killed(proc) and "resuming from the checkpoint at step 5 (epoch 1, batch 6 of 24)" in proc.stdout
+    assert killed(proc) and "resuming from the checkpoint at step 5 (epoch 1, batch 5 of 24 done)" in proc.stdout
     assert not (work / "checkpoints" / "24").exists()
     proc = run(compile_cache, work, "term", 31)  # SIGTERM in epoch 2: finish the step, checkpoint, exit 0
     assert proc.returncode == 0, proc.stderr
-    assert "resuming from the checkpoint at step 20 (epoch 1, batch 21 of 24)" in proc.stdout
-    assert "stopped by SIGTERM after step 32" in proc.stdout and "rnnjax train --workdir" in proc.stdout
+    assert "resuming from the checkpoint at step 20 (epoch 1, batch 20 of 24 done)" in proc.stdout
+    assert "stopped by SIGTERM at step 32 (epoch 2, batch 8 of 24 done)" in proc.stdout and "rnnjax train --workdir" in proc.stdout
     assert checkpoint.Checkpoints(work, config_lib.defaults(), read_only=True).steps()[-1] == 32
 
     newest = work / "checkpoints" / "32"
@@ -138,5 +138,5 @@ def test_random_sampling_with_dropout_resumes_across_the_epoch_boundary(tmp_path
     assert killed(run(compile_cache, work, "kill", 30, **settings))  # only the end-of-epoch checkpoint (24) exists
     proc = run(compile_cache, work, **settings)
     assert proc.returncode == 0, proc.stderr
-    assert "resuming from the checkpoint at step 24 (epoch 2, batch 1 of 24)" in proc.stdout
+    assert "resuming from the checkpoint at step 24 (end of epoch 1)" in proc.stdout
     assert_same(outcome(work), outcome(ref))

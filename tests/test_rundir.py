@@ -138,6 +138,8 @@ def test_two_processes_never_share_a_directory(tmp_path):
         rc, _, err = rnnjax("train", "--workdir", str(run))
         line = one_line_error(err)
         assert rc == 2 and f"in use by pid {first.pid}" in line and "one run at a time" in line
+        while not checkpoint.saved_steps(run) and time.time() < deadline:  # training is under way
+            time.sleep(0.05)
     finally:
         first.send_signal(signal.SIGTERM)
         out, _ = first.communicate(timeout=120)

@@ -61,7 +61,8 @@ def test_echo_learns_across_window_boundaries(tmp_path):
     c.model.num_layers, c.model.hidden_size, c.model.embed_size = 3, 8, 4
     c.train.batch_size, c.train.seq_len, c.train.num_epochs = 5, 15, 3
     c.train.optimizer, c.train.learning_rate, c.train.log_every = "adam", 0.02, 50
-    s = tasks.run(rundir.open_run(tmp_path, c), tmp_path, log=lambda _: None)
+    with rundir.open_run(tmp_path, c) as run:
+        s = tasks.run(run, tmp_path, log=lambda _: None)
     assert s["test_accuracy"] > 0.97 and s["metric"] == "test_accuracy" and s["goal"] == "max"
     train_losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert train_losses[-1] < 0.25 * math.log(2)  # trivial baseline: a coin flip

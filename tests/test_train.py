@@ -65,7 +65,7 @@ def test_eval_scores_every_token_and_matches_batch_layouts():
     lm = make_lm(config, 24)
     params = lm.init(jax.random.key(0))
     ids = synthetic.sample(synthetic.make_source(0, 24, 3), 1001, 0)
-    from rnnjax.train import evaluate, make_eval_step
+    from rnnjax.steps import evaluate, make_eval_step
 
     step = make_eval_step(lm)
     one = evaluate(lm, step, params, ids, config)
@@ -87,7 +87,7 @@ def test_zaremba_step_schedule():
 
 
 def test_time_sum_loss_scales_the_gradient():
-    from rnnjax.train import init_state, make_train_step
+    from rnnjax.steps import init_state, make_train_step
 
     def grad_norm(time_sum):
         config = resolve_config("quickstart", {"model.hidden_size": "8", "model.embed_size": "4",

@@ -1,0 +1,94 @@
+"""The pure part of training the language model: its state, the jitted train and eval steps.
+
+    state, metrics = train_step(state, batch, key)
+
+`state` holds everything the next step depends on (params, optimizer state with its
+learning-rate scale, step, the RNN carry for truncated BPTT); the step's dropout key is
+`fold_in(key, state.step)`. The step is jitted once with the state's buffers donated.
+The host loop that drives it is `rnnjax.loop`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnjax import batching, optim
+from rnnjax.config import ConfigDict
+from rnnjax.model import LanguageModel
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: Array  # int32 scalar
+    carry: Any  # RNN state carried to the next batch (truncated BPTT)
+
+
+def init_state(lm: LanguageModel, opt: optax.GradientTransformation, key: Array, batch_size: int) -> TrainState:
+    params = lm.init(key)
+    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), lm.initial_carry(batch_size))
+
+
+def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_schedule: optax.Schedule,
+                    config: ConfigDict) -> Callable:
+    """The jitted `train_step(state, batch, key) -> (state, metrics)`.
+
+    The objective is the mean per-token cross entropy, times `seq_len` when
+    `train.time_sum_loss` (Zaremba's batch-mean loss summed over the unrolled steps).
+    A step whose loss or gradient is not finite leaves the state unchanged and reports
+    `finite = False`, so the last good state survives.
+    """
+    scale = float(config.train.seq_len) if config.train.time_sum_loss else 1.0
+
+    def loss_fn(params, carry, inputs, targets, key):
+        carry, nll = lm.nll(params, carry, inputs, targets, key=key)
+        loss = nll.mean()
+        return loss * scale, (carry, loss)
+
+    def train_step(state: TrainState, batch: batching.Batch, key: Array) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(key, state.step)
+        carry = jax.lax.stop_gradient(state.carry)
+        (_, (carry, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, carry, batch.inputs, batch.targets, key
+        )
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = TrainState(params, opt_state, state.step + 1, carry)
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        lr = lr_schedule(state.step) * optim.lr_scale(state.opt_state)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
+        return new, metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+def make_eval_step(lm: LanguageModel) -> Callable:
+    """Jitted `(params, carry, inputs, targets, weights) -> (carry, nll_sum, count)`."""
+
+    def eval_step(params, carry, inputs, targets, weights):
+        carry, nll = lm.nll(params, carry, inputs, targets)
+        nll = nll * weights.T
+        return carry, nll.sum(), weights.sum()
+
+    return jax.jit(eval_step)
+
+
+def evaluate(lm: LanguageModel, eval_step: Callable, params: Any, ids: np.ndarray, config: ConfigDict) -> float:
+    """Mean per-token NLL (nats) over a whole split, the state carried from chunk to chunk."""
+    inputs, targets, weights = batching.eval_chunks(ids, config.eval.batch_size, config.eval.seq_len)
+    carry = lm.initial_carry(config.eval.batch_size)
+    total, count = 0.0, 0.0
+    for x, y, w in zip(inputs, targets, weights):
+        carry, nll, n = eval_step(params, carry, x, y, w)
+        total += float(nll)
+        count += float(n)
+    return total / count
