@@ -28,7 +28,7 @@ from rnnjax.data import Corpus
 from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
 from rnnjax.model import check_fits, make_lm, num_params
 from rnnjax.progress import Progress
-from rnnjax.rundir import MetricsWriter, Run, make_summary, perplexity
+from rnnjax.rundir import Run, make_summary, perplexity
 
 
 class Preempted(Exception):

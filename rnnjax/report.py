@@ -17,11 +17,15 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from rnnjax import config as config_lib
 from rnnjax import rundir
 from rnnjax.errors import DataError
 from rnnjax.files import read_json, write_text_atomic
+from rnnjax.plots import pyplot
 from rnnjax.rundir import perplexity, read_metrics
+from rnnjax.sweep import short_names
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
 BAR_KEY = "model.cell"
@@ -86,10 +90,10 @@ def collect(sweep_dir: Path) -> list[dict]:
             for field in ("num_params", "best_valid_ppl", "valid_ppl", "test_ppl", "tokens_per_s", "wall_s",
                           "steps", "epochs"):
                 row[field] = _number(summary.get(field))
-            if summary.get("level") == "char":
-                for split in ("valid", "test"):
-                    loss = _number(summary.get(f"{split}_loss"))
-                    row[f"{split}_bpc"] = loss / math.log(2) if loss is not None else None
+            for split in ("valid", "test"):  # bits per character, on char corpora only
+                loss = _number(summary.get(f"{split}_loss"))
+                char = summary.get("level") == "char" and loss is not None
+                row[f"{split}_bpc"] = loss / math.log(2) if char else None
         elif (d / rundir.SUMMARY).exists():
             row["status"] = "damaged"
             row["error"] = f"{rundir.SUMMARY} is unreadable; rerun the sweep to redo this point"
@@ -99,12 +103,6 @@ def collect(sweep_dir: Path) -> list[dict]:
                 row["error"] = status["error"]
         rows.append(row)
     return rows
-
-
-def _short(keys: list[str]) -> dict[str, str]:
-    from rnnjax.sweep import short_names
-
-    return short_names(keys)
 
 
 def _fmt_value(v) -> str:
@@ -155,7 +153,7 @@ def _mean_of(group: list[dict], field: str, fmt: str) -> str:
 
 def markdown(rows: list[dict], keys: list[str], title: str) -> str:
     group_keys = [k for k in keys if k != "seed"]
-    names = _short(keys)
+    names = short_names(keys)
     done = [r for r in rows if r["status"] == "done"]
     groups = group_rows(rows, keys)
     several = any(len(g) > 1 for _, g in groups)
@@ -188,8 +186,7 @@ def markdown(rows: list[dict], keys: list[str], title: str) -> str:
 
 def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
     """Validation (markers) and logged training (thin lines) perplexity or bits/char against step."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     char = any(r.get("level") == "char" for r in rows)
     unit = "bits per character" if char else "perplexity"
     fig, ax = plt.subplots(figsize=(10, 6))
@@ -218,15 +215,14 @@ def _curves(sweep_dir: Path, rows: list[dict], path: Path) -> None:
 
 
 def _bars(rows: list[dict], keys: list[str], path: Path) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = pyplot()
 
     done = [r for r in rows if r["status"] == "done"]
     unit, metric, _ = _table_metrics(done)[-1]
     unit = {"test bpc": "test bits per character", "test ppl": "test perplexity"}.get(unit, unit)
     bar_key = BAR_KEY if BAR_KEY in keys else keys[0]
     other = [k for k in keys if k not in (bar_key, "seed")]
-    names = _short(keys)
+    names = short_names(keys)
     bars = list(dict.fromkeys(json.dumps(r.get(bar_key)) for r in done))
     settings = list(dict.fromkeys(tuple(json.dumps(r.get(k)) for k in other) for r in done))
     width = 0.8 / max(len(bars), 1)
@@ -254,9 +250,6 @@ def _bars(rows: list[dict], keys: list[str], path: Path) -> None:
 
 def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Write results.jsonl, results.md and the plots for the runs under `sweep_dir` into `out_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir or sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -268,8 +261,11 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> list[Path]:
     md = out_dir / "results.md"
     write_text_atomic(md, markdown(rows, keys, f"Sweep results: {sweep_dir.name}"))
     written = [jsonl, md]
-    if any(r["status"] == "done" for r in rows):
+    done = [r for r in rows if r["status"] == "done"]
+    if done:
         _curves(sweep_dir, rows, out_dir / "valid_curves.png")
+        written.append(out_dir / "valid_curves.png")
+    if done and len({r["metric"] for r in done}) == 1:  # one bar chart needs one metric
         _bars(rows, keys, out_dir / "test_by_cell.png")
-        written += [out_dir / "valid_curves.png", out_dir / "test_by_cell.png"]
+        written.append(out_dir / "test_by_cell.png")
     return written

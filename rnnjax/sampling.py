@@ -13,14 +13,13 @@ script, e.g. the Chinese `jaychou` corpus); word models print words, `<eos>` as 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.errors import ConfigError, DataError
+from rnnjax.errors import ConfigError
 from rnnjax.model import LanguageModel
 
 Array = jax.Array

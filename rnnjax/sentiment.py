@@ -32,6 +32,7 @@ from rnnjax import batching, recurrent
 from rnnjax.config import ConfigDict, layer_sizes
 from rnnjax.data import build_vocab, load_sentences
 from rnnjax.errors import ConfigError
+from rnnjax.fit import fit
 from rnnjax.model import embed_size, model_cell, num_params
 from rnnjax.rundir import Run, make_summary
 
@@ -127,8 +128,6 @@ def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
 
 def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Train and score the sentence classifier; summary["test_accuracy"] is at the best-validation epoch."""
-    from rnnjax.tasks import fit
-
     config = run.config
     corpus = load_sentences(config, data_dir)
     idx = split_indices(len(corpus.sentences), config)

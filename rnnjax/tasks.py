@@ -16,27 +16,25 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from rnnjax import batching, loop, optim, recurrent, steps
+from rnnjax import batching, loop, optim, recurrent, sentiment, steps
 from rnnjax.config import ConfigDict, layer_sizes
 from rnnjax.data import load_corpus
-from rnnjax.errors import ConfigError
 from rnnjax.model import make_lm, model_cell, num_params
-from rnnjax.rundir import MetricsWriter, Run, make_summary
+from rnnjax.fit import fit, write_split_records
+from rnnjax.plots import pyplot
+from rnnjax.rundir import Run, make_summary
 
 Array = jax.Array
 
 
 def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Run `run.config.task` in the claimed run directory; returns (and writes) its summary."""
-    from rnnjax import sentiment
-
     runners = {"lm": run_lm, "sine": run_sine, "echo": run_echo, "sentiment": sentiment.run}
     summary = runners[run.config.task](run, data_dir, log)
     run.write_summary(summary)
@@ -53,71 +51,6 @@ def run_lm(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict
         log(f"source floor ppl {s['floor_ppl']:.3f}: valid ppl is {100 * (s['valid_ppl'] / s['floor_ppl'] - 1):.1f}% "
             f"above it")
     return s
-
-
-def fit(loss_fn: Callable, params: Any, data: tuple[np.ndarray, ...], config: ConfigDict,
-        evaluate: Callable[[Any, int], dict], metrics_log: MetricsWriter, log: Callable[[str], None],
-        select: str | None = None) -> tuple[Any, dict]:
-    """Shuffled minibatch training of `loss_fn(params, batch, key) -> loss` over `data` (arrays, first axis = examples).
-
-    Calls `evaluate(params, epoch)` after every `eval.every_epochs` epochs and logs its
-    dict. Returns the final parameters and evaluation, or with `select` (a key of the
-    evaluation dict, higher is better) those of the best evaluation; the evaluation dict
-    also holds the `steps` and `epochs` trained.
-    """
-    t = config.train
-    n = len(data[0])
-    spe = n // t.batch_size
-    if spe < 1:
-        raise ConfigError(f"config key 'train.batch_size' = {t.batch_size}: larger than the {n} training examples")
-    total = spe * t.num_epochs if t.max_steps <= 0 else min(spe * t.num_epochs, t.max_steps)
-    lr_schedule = optim.schedule(config, spe, total)
-    opt = optim.optimizer(config, lr_schedule)
-
-    def train_step(params, opt_state, batch, key):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    train_step = jax.jit(train_step, donate_argnums=(0, 1))
-    opt_state = opt.init(params)
-    key = jax.random.key(config.seed + 1)
-    best, best_eval, result = None, None, None
-    start, step = time.time(), 0
-    for epoch in range(math.ceil(total / spe)):
-        order = np.random.default_rng([config.seed, epoch]).permutation(n)
-        losses = []
-        for i in range(min(spe, total - step)):
-            idx = order[i * t.batch_size : (i + 1) * t.batch_size]
-            params, opt_state, loss = train_step(params, opt_state, tuple(a[idx] for a in data),
-                                                 jax.random.fold_in(key, step))
-            losses.append(loss)
-            step += 1
-            if step % t.log_every == 0:
-                metrics_log.write({"step": step, "epoch": epoch + 1, "split": "train", "loss": float(loss)})
-        last = step == total
-        if (epoch + 1) % config.eval.every_epochs == 0 or last:
-            result = evaluate(params, epoch + 1)
-            record = {"step": step, "epoch": epoch + 1, "split": "eval", "train_loss": float(np.mean(losses)),
-                      "wall_s": time.time() - start, **result}
-            metrics_log.write(record)
-            log(" | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-            if select is not None and (best_eval is None or result[select] > best_eval[select]):
-                best, best_eval = jax.tree.map(jnp.copy, params), dict(result, epoch=epoch + 1)
-    trained = {"steps": step, "epochs": step / spe}
-    if select is not None:
-        return best, {**best_eval, **trained}
-    return params, {**result, **trained}
-
-
-def _pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, imported only when a task draws its plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # ----------------------------------------------------------------------------- sine
@@ -194,7 +127,7 @@ def run_sine(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> di
 
 
 def _plot_sine(path: Path, t: np.ndarray, true: np.ndarray, pred: np.ndarray, mse: float) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(8, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(t, true, label="sin(x)", lw=3, alpha=0.5)
     ax.plot(t, pred, label="predicted", lw=1)
@@ -259,12 +192,10 @@ def run_echo(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> di
             losses.append(m["loss"])
             step += 1
             if step % t.log_every == 0:
-                metrics_log.write({"step": step, "epoch": epoch + 1, "split": "train", "loss": float(m["loss"])})
+                metrics_log.write({"step": step, "epoch": step / spe, "split": "train", "loss": float(m["loss"])})
         acc = accuracy(state.params)
-        record = {"step": step, "epoch": epoch + 1, "split": "eval", "train_loss": float(np.mean(losses[-spe:])),
-                  "test_accuracy": acc, "wall_s": time.time() - start}
-        metrics_log.write(record)
-        log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, accuracy on fresh data {acc:.4%}")
+        write_split_records(metrics_log, step, step / spe, {"test_accuracy": acc}, wall_s=time.time() - start)
+        log(f"epoch {epoch + 1}: train loss {float(np.mean(losses[-spe:])):.4f}, accuracy on fresh data {acc:.4%}")
     metrics_log.close()
     pred = np.asarray(predict(state.params, test_x))
     _plot_echo(workdir / "echo.png", test_x, test_y, pred, e.echo_step)
@@ -276,7 +207,7 @@ def run_echo(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> di
 
 def _plot_echo(path: Path, x: np.ndarray, y: np.ndarray, pred: np.ndarray, echo_step: int, rows: int = 3,
                width: int = 45) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(rows, 1, figsize=(10, 1.4 * rows + 0.4))
     for r, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(np.stack([x[r, :width], y[r, :width], pred[r, :width]]), cmap="Greys", vmin=0, vmax=1,

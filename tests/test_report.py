@@ -103,3 +103,33 @@ def test_report_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rnnjax: error:") and "no run directories" in err and err.count("\n") == 1
+
+
+def test_report_reads_any_set_of_run_directories(tmp_path, capsys):
+    """Word and char LM runs, small tasks, failed, running and damaged points, a directory of
+    notes: one table, every unreadable run marked, no crash."""
+    make_run(tmp_path, "cell=lstm,layers=2,seed=0", "lstm", 2, 0, 1.0)
+    make_run(tmp_path, "char", "gru", 2, 0, 0.7, level="char")
+    make_run(tmp_path, "failed", "rnn_tanh", 1, 0, 0.0, status="failed")
+    echo = tmp_path / "echo"
+    write_json_atomic(echo / "config.json", {"task": "echo"})
+    write_json_atomic(echo / "summary.json", {"task": "echo", "metric": "test_accuracy", "goal": "max",
+                                              "test_accuracy": 0.99, "steps": 10, "epochs": 1.0,
+                                              "num_params": 50, "wall_s": 1.0})
+    legacy = tmp_path / "sine"  # a summary from before the one schema: no task, metric or goal
+    write_json_atomic(legacy / "config.json", {"task": "sine"})
+    write_json_atomic(legacy / "summary.json", {"test_mse": 5e-7, "num_params": 9, "wall_s": 2.0})
+    damaged = make_run(tmp_path, "damaged", "gru", 1, 1, 1.0)
+    (damaged / "summary.json").write_text('{"test_ppl": 3')
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("not a run")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    rows = {r["run"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert "notes" not in rows
+    assert rows["damaged"]["status"] == "damaged" and "unreadable" in rows["damaged"]["error"]
+    assert rows["failed"]["status"] == "failed"
+    assert rows["echo"]["metric"] == "test_accuracy" and rows["echo"]["goal"] == "max"
+    assert rows["sine"]["metric"] == "test_mse" and rows["sine"]["value"] == 5e-7 and rows["sine"]["task"] == "sine"
+    assert abs(rows["char"]["test_bpc"] - 0.7 / math.log(2)) < 1e-12
+    md = (tmp_path / "results.md").read_text()
+    assert "`damaged`: damaged" in md and "`failed`: failed" in md

@@ -35,8 +35,8 @@ def test_sine_learns_far_below_the_mean_baseline(tmp_path):
     assert s["test_mse"] < 0.02 * s["baseline_mean_mse"]
     assert (workdir / "sine_test.png").stat().st_size > 10_000
     assert json.loads((workdir / "config.json").read_text())["task"] == "sine"
-    evals = [r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"]
-    assert len(evals) == 8 and evals[-1]["test_mse"] == s["test_mse"]
+    evals = [r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "test"]  # one schema: per split
+    assert len(evals) == 8 and evals[-1]["mse"] == s["test_mse"] and evals[-1]["epoch"] == 8.0
 
 
 def test_sine_data_layout():
