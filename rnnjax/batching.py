@@ -136,3 +136,9 @@ def sentence_batches(lengths: np.ndarray, batch_size: int, order: str, seed: int
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def minibatch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffled order of `n` examples in `epoch`: a function of (seed, epoch) alone, so a resumed
+    run draws the same minibatches."""
+    return np.random.default_rng([seed, epoch]).permutation(n)

@@ -6,7 +6,8 @@ Each save is one step directory, written asynchronously by an Orbax `CheckpointM
     train/    optimizer state, step, carried RNN state, the step RNG key (StandardSave)
     meta/     JSON: resolved config, vocabulary, data position, validation history,
               how many metrics.jsonl records precede the save, learning-rate scale
-    metrics/  {"valid_ppl": ...} on saves that follow a validation pass (best selection)
+    metrics/  {NAME: value} on saves that follow an evaluation: the task's best-selection metric
+              (the language model's "valid_ppl", lowest best; sentiment's "valid_accuracy", highest)
 
 Orbax writes a step into a temporary directory and renames it when complete, so a kill
 mid-save leaves no step directory (the temporary one is removed on the next start). A
@@ -43,21 +44,26 @@ class Restored(NamedTuple):
     meta: dict
 
 
-def _valid_ppl(metrics: dict) -> float:
-    return metrics["valid_ppl"]
+LM_BEST = ("valid_ppl", "min")
 
 
-def _options(c: ConfigDict, read_only: bool) -> ocp.CheckpointManagerOptions:
-    """Keep the newest `keep` and the `keep_best` lowest-perplexity saves; read-only: touch nothing."""
+def _options(c: ConfigDict, read_only: bool, best: tuple[str, str]) -> ocp.CheckpointManagerOptions:
+    """Keep the newest `keep` and the `keep_best` best saves by `best` = (metric, "min" | "max");
+    read-only: touch nothing."""
+    name, mode = best
+
+    def value(metrics: dict) -> float:
+        return metrics[name]
+
     keep = [policies.LatestN(None if read_only else c.keep)]
     if c.keep_best and not read_only:
-        keep.append(policies.BestN(get_metric_fn=_valid_ppl, reverse=True, n=c.keep_best,
+        keep.append(policies.BestN(get_metric_fn=value, reverse=mode == "min", n=c.keep_best,
                                    keep_checkpoints_without_metrics=False))
     # `due()` asks this policy: a save once `every_secs` passed since the last (the loop's own
     # saves at epoch ends, evaluations and stops are forced).
     every = [policies.ContinuousCheckpointingPolicy(minimum_interval_secs=c.every_secs)] if c.every_secs else []
     return ocp.CheckpointManagerOptions(
-        best_fn=_valid_ppl, best_mode="min", create=not read_only, cleanup_tmp_directories=not read_only,
+        best_fn=value, best_mode=mode, create=not read_only, cleanup_tmp_directories=not read_only,
         preservation_policy=policies.AnyPreservationPolicy(keep), enable_async_checkpointing=True,
         save_decision_policy=policies.AnySavePolicy(every),
     )
@@ -116,8 +122,9 @@ class Checkpoints:
     """The checkpoints of one run directory: save, restore the newest good one, pick best/latest."""
 
     def __init__(self, workdir: Path, config: ConfigDict, log: Callable[[str], None] = print,
-                 read_only: bool = False):
+                 read_only: bool = False, best: tuple[str, str] = LM_BEST):
         self.workdir = Path(workdir)
+        self.best = best
         self.root = (self.workdir / CHECKPOINTS).absolute()
         self.log = log
         self.every_secs = config.checkpoint.every_secs
@@ -126,7 +133,7 @@ class Checkpoints:
             if len(bad) == len(_step_dirs(self.root)):
                 self._refuse(bad)
             self._set_aside(bad)
-        self._mngr = ocp.CheckpointManager(self.root, options=_options(config.checkpoint, read_only))
+        self._mngr = ocp.CheckpointManager(self.root, options=_options(config.checkpoint, read_only, best))
 
     def _refuse(self, bad: dict[int, str]) -> None:
         steps = ", ".join(f"{s} ({why})" for s, why in sorted(bad.items()))
@@ -151,15 +158,16 @@ class Checkpoints:
         """Whether `checkpoint.every_secs` asks for a save at `step` (never while one is being written)."""
         return self.every_secs > 0 and self._mngr.should_save(step)
 
-    def save(self, step: int, params: Any, train: dict, meta: dict, valid_ppl: float | None = None) -> None:
-        """Start an asynchronous save of step `step` (a step already saved is left as it is)."""
+    def save(self, step: int, params: Any, train: dict, meta: dict, value: float | None = None) -> None:
+        """Start an asynchronous save of step `step` (a step already saved is left as it is);
+        `value`: the best-selection metric, when an evaluation preceded the save."""
         if step in self._mngr.all_steps():
             return
         self._mngr.save(
             step,
             args=ocp.args.Composite(params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(train),
                                     meta=ocp.args.JsonSave(meta)),
-            metrics=None if valid_ppl is None else {"valid_ppl": valid_ppl},
+            metrics=None if value is None else {self.best[0]: value},
             force=True,
         )
 
@@ -205,7 +213,7 @@ class Checkpoints:
         return None
 
     def select(self, which: str) -> int:
-        """Step named by `latest`, `best` (lowest validation perplexity) or a number."""
+        """Step named by `latest`, `best` (by the best-selection metric) or a number."""
         steps = self.steps()
         if not steps:
             raise DataError(f"{self.root}: no checkpoint")
@@ -214,7 +222,7 @@ class Checkpoints:
         if which == "best":
             best = self._mngr.best_step()
             if best is None or self._mngr.metrics(best) is None:
-                raise DataError(f"{self.root}: no checkpoint with a validation perplexity; use --checkpoint latest")
+                raise DataError(f"{self.root}: no checkpoint with a {self.best[0]}; use --checkpoint latest")
             return best
         if not which.isdigit() or int(which) not in steps:
             raise DataError(f"--checkpoint {which!r}: expected best, latest or one of the saved steps "
@@ -240,12 +248,12 @@ def train_items(state: Any, rng: jax.Array) -> dict:
 
 
 def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str = "latest",
-                   config: ConfigDict | None = None) -> Any:
+                   config: ConfigDict | None = None, best: tuple[str, str] = LM_BEST) -> Any:
     """Parameters of the checkpoint named by `which` (best, latest or a step), shaped like `init(key)`."""
     workdir = Path(workdir)
     if not has_checkpoints(workdir):
         raise DataError(f"{workdir}: no checkpoint under {workdir / CHECKPOINTS}")
-    ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True)
+    ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True, best=best)
     try:
         step = ckpts.select(which)
         target = parallel.on_one_device(jax.eval_shape(init, jax.random.key(0)))

@@ -102,7 +102,6 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         raise rundir.storage_error(e, workdir) from None
     finally:
         run.release()
-    print(f"wrote {run.file(rundir.SUMMARY)}")
     return 0
 
 

@@ -1,12 +1,13 @@
-"""The host loop that trains the language model: restore or initialise, step, log, evaluate, checkpoint.
+"""The one host loop that trains every task: restore or initialise, step, log, evaluate, checkpoint.
 
     state = restore_or_init()
     for step in range(start, total_steps):      # as a while loop, so a rollback can move it back
         state, metrics = train_step(state, batch(step), key)
         log / evaluate / checkpoint when each is due (see `Due`)
 
-Metrics are read one step late, so the host never waits for the device except when an
-action is due. Periodic actions: a train record every `train.log_every` steps; validation
+A task (`Task`: the language model, sine, echo, sentiment; see `rnnjax.tasks`) supplies its
+model, objective, batches and evaluation; everything else is here. Metrics are read one step
+late, so the host never waits for the device except when an action is due. Periodic actions: a train record every `train.log_every` steps; validation
 every `eval.every_epochs` epochs and `eval.every_steps` steps; a checkpoint at every
 validation and epoch end, every `checkpoint.every_steps` steps, when
 `checkpoint.every_secs` have passed, and on SIGTERM / SIGINT (then the loop stops).
@@ -14,7 +15,6 @@ validation and epoch end, every `checkpoint.every_steps` steps, when
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
@@ -22,11 +22,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from rnnjax import batching, checkpoint, optim, parallel, sampling, steps
+from rnnjax import checkpoint, optim, parallel, steps
 from rnnjax.config import ConfigDict, resume_changes
-from rnnjax.data import Corpus
 from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
-from rnnjax.model import check_fits, make_lm, num_params
+from rnnjax.model import num_params
 from rnnjax.progress import Progress
 from rnnjax.rundir import Run, make_summary, perplexity
 
@@ -66,17 +65,49 @@ class StopSignals:
         self._restore()
 
 
+class Task(NamedTuple):
+    """What a task gives the loop; jit, checkpoints, resume, signals, logging and data parallelism are the loop's."""
+
+    name: str  # the `task` config value, e.g. "lm"
+    model: Any  # `init(key) -> params` and `initial_carry(batch_size) -> carry` (() when nothing is carried)
+    objective: steps.Objective  # (params, carry, batch, key) -> (value to minimise, (carry, loss))
+    steps_per_epoch: int
+    batch: Callable[[int, int, slice], Any]  # (epoch, index, rows) -> those rows of the step's batch (host arrays)
+    fresh_carry: Callable[[int], bool]  # index in the epoch -> start the carry afresh before that step
+    evaluate: Callable[[Any, int, float], "Evaluation"]  # (params, step, mean train loss this epoch)
+    finish: Callable[[Any, Callable[[], tuple[Any, int]], "Tally"], tuple[dict, dict]]
+    # finish(final params, best_params, tally) -> (records by split, the summary's task metrics), where
+    # best_params() -> (params, step) of the kept-best checkpoint
+    best: tuple[str, str]  # (metric, "min" | "max"): which evaluation value picks the kept-best checkpoint
+    headline: tuple[str, str]  # (summary metric, "min" | "max"): the run's result, e.g. ("test_ppl", "min")
+    identity: dict  # saved in every checkpoint; a resume must find it equal (e.g. the vocabulary)
+    tokens_per_step: int | None  # for tokens/s; None for tasks of whole examples
+    describe: str  # the line logged before training
+
+
+class Evaluation(NamedTuple):
+    records: dict  # split -> its metrics, one metrics.jsonl record each, e.g. {"valid": {"loss": 4.8, ...}}
+    value: float | None  # the task's `best` metric, or None when it has none
+    message: str  # the log line
+
+
 class Tally(NamedTuple):
     """The host-side loop state a checkpoint carries besides the arrays (its `meta`)."""
 
-    history: list  # validation perplexities so far (summary's best_valid_ppl)
-    valid_nll: float | None  # the latest validation loss
-    epoch_nll: float  # sum of this epoch's train losses so far, and their count
+    history: list  # the best-selection values of every evaluation so far
+    last: dict | None  # the latest evaluation's records by split
+    epoch_loss: float  # sum of this epoch's train losses so far, and their count
     epoch_n: int
     records: int  # metrics.jsonl records written before this point
 
 
 FRESH = Tally([], None, 0.0, 0, 0)
+
+
+def total_steps(config: ConfigDict, steps_per_epoch: int) -> int:
+    """`train.num_epochs` epochs, capped by `train.max_steps` when that is set."""
+    t = config.train
+    return min(steps_per_epoch * t.num_epochs, t.max_steps) if t.max_steps > 0 else steps_per_epoch * t.num_epochs
 
 
 class Due(NamedTuple):
@@ -121,28 +152,22 @@ def position(step: int, steps_per_epoch: int) -> str:
     return f"step {step:,} (epoch {epoch + 1}, batch {index} of {steps_per_epoch:,} done)"
 
 
-def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], None] = print) -> dict:
-    """Train `config` on `corpus` in the claimed `run`, resuming from its newest good checkpoint if any.
+def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] = print) -> dict:
+    """Train `task` in the claimed `run`, resuming from its newest good checkpoint if any; return its summary.
 
-    Writes vocab.json, metrics.jsonl, checkpoints/ and summary.json (config.json is the
-    run directory's). A resumed run ends bit-identical to an uninterrupted one (same
-    machine and device count). Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is
-    written first) and `NonFiniteLoss` on a non-finite loss when `train.on_nonfinite` is "stop".
+    Writes metrics.jsonl and checkpoints/ (the caller writes summary.json). A resumed run
+    ends bit-identical to an uninterrupted one (same machine and device count). Raises
+    `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and `NonFiniteLoss`
+    on a non-finite loss when `train.on_nonfinite` is "stop".
     """
-    # ---- Plan: sizes, model, optimizer, steps.
-    workdir, t = run.path, config.train
-    train_ids = corpus.splits["train"]
-    spe = batching.steps_per_epoch(len(train_ids), t.batch_size, t.seq_len, config.data.sampling)
-    total_steps = min(spe * t.num_epochs, t.max_steps) if t.max_steps > 0 else spe * t.num_epochs
-    check_fits(config, corpus.vocab_size, *parallel.memory_limit())
-    lm = make_lm(config, corpus.vocab_size)
-    lr_schedule = optim.schedule(config, spe, total_steps)
+    # ---- Plan: sizes, optimizer, steps.
+    workdir, t, spe = run.path, config.train, task.steps_per_epoch
+    total = total_steps(config, spe)
+    lr_schedule = optim.schedule(config, spe, total)
     opt = optim.optimizer(config, lr_schedule)
-    train_step = steps.make_train_step(lm, opt, lr_schedule, config)
-    eval_step = steps.make_eval_step(lm)
+    train_step = steps.make_step(task.objective, opt, lr_schedule)
     layout = parallel.make_layout(config)
-    new_carry = parallel.carry_maker(layout, lm.initial_carry)
-    keep_carry = batching.carries_state(config.data.sampling)
+    new_carry = parallel.carry_maker(layout, task.model.initial_carry)
     main = parallel.is_main_process()  # only process 0 writes files and logs
     log = log if main else (lambda _: None)
 
@@ -151,7 +176,7 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
     first_key = parallel.replicate(layout, first_key)  # so a restored key lands on the mesh too
 
     def initial() -> steps.TrainState:
-        return parallel.place_state(layout, steps.init_state(lm, opt, init_key, t.batch_size))
+        return parallel.place_state(layout, steps.init_state(task.model, opt, init_key, t.batch_size))
 
     def check(meta: dict) -> None:
         """Refuse a checkpoint this run cannot continue (the run directory checked config.json; this
@@ -160,14 +185,14 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
         if unsafe:
             raise ConfigError(f"cannot resume from the checkpoint at step {meta['step']}: config differs in "
                               f"{', '.join(unsafe)}; use a new --workdir to train with a different config")
-        if meta["vocab"] != corpus.vocab:
-            raise DataError(f"{workdir}: the corpus vocabulary ({corpus.vocab_size:,} tokens) differs from the "
-                            f"checkpoint's ({len(meta['vocab']):,}); was the corpus changed?")
-        if meta["step"] > total_steps:
-            raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total_steps:,} "
+        for key, value in task.identity.items():
+            if meta.get(key) != value:
+                raise DataError(f"{workdir}: the checkpoint's {key} differs from this run's; was the data changed?")
+        if meta["step"] > total:
+            raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total:,} "
                               f"steps); raise train.num_epochs or train.max_steps")
 
-    ckpts = checkpoint.Checkpoints(workdir, config, log)
+    ckpts = checkpoint.Checkpoints(workdir, config, log, best=task.best)
     fresh = initial()
     template = (_abstract(fresh.params), _abstract(checkpoint.train_items(fresh, first_key)))
     n_params = num_params(fresh.params)
@@ -188,15 +213,12 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
         if meta["num_devices"] != layout.mesh.size:
             log(f"warning: the checkpoint was written on {meta['num_devices']} device(s), this run uses "
                 f"{layout.mesh.size}: results match an uninterrupted run to float rounding, not bit for bit")
-        if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total_steps:
-            log(f"warning: the {t.schedule} schedule now spans {total_steps:,} steps instead of "
-                f"{meta['total_steps']:,}")
+        if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total:
+            log(f"warning: the {t.schedule} schedule now spans {total:,} steps instead of {meta['total_steps']:,}")
         log(f"resuming from the checkpoint at {position(start, spe)} in {ckpts.root}")
-    run.write_vocab(corpus.vocab)
     metrics_log = run.metrics(keep=tally.records)
-    log(f"{corpus.name}: {len(train_ids):,} train tokens, vocab {corpus.vocab_size:,}; "
-        f"{config.model.cell} {lm.sizes}, {n_params:,} params; {spe:,} steps/epoch, {total_steps:,} steps")
-    progress = Progress(total_steps, tokens_per_step=t.batch_size * t.seq_len, log=log)
+    log(f"{task.describe}, {n_params:,} params; {spe:,} steps/epoch, {total:,} steps")
+    progress = Progress(total, tokens_per_step=task.tokens_per_step or 0, log=log)
     t0 = time.time()
 
     # ---- The periodic actions.
@@ -206,39 +228,36 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
         m = jax.device_get(metrics)
         if not m["finite"]:
             return False
-        tally = tally._replace(epoch_nll=tally.epoch_nll + float(m["loss"]), epoch_n=tally.epoch_n + 1)
+        tally = tally._replace(epoch_loss=tally.epoch_loss + float(m["loss"]), epoch_n=tally.epoch_n + 1)
         progress.update(step)
         if step % t.log_every == 0 or force:
+            tokens = {"perplexity": perplexity(float(m["loss"])), "tokens_per_s": progress.tokens_per_s()}
             entry = {"step": step, "epoch": step / spe, "split": "train", "loss": float(m["loss"]),
-                     "perplexity": perplexity(float(m["loss"])), "tokens_per_s": progress.tokens_per_s(),
+                     **(tokens if task.tokens_per_step else {}),
                      "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"])}
             metrics_log.write(entry)
             progress.report(entry)
         return True
 
-    def evaluate(split: str, step: int) -> float:
-        nll = steps.evaluate(lm, eval_step, parallel.local_copy(state.params), corpus.splits[split], config)
-        metrics_log.write({"step": step, "epoch": step / spe, "split": split, "loss": nll,
-                           "perplexity": perplexity(nll), "bpt": nll / math.log(2), "wall_s": time.time() - t0})
-        return nll
+    def write(records: dict, step: int) -> None:
+        for split, values in records.items():
+            metrics_log.write({"step": step, "epoch": step / spe, "split": split, **values,
+                               "wall_s": time.time() - t0})
 
-    def validate(step: int) -> float:
+    def evaluate(step: int) -> float | None:
         nonlocal tally
-        valid_nll = evaluate("valid", step)
-        valid_ppl = perplexity(valid_nll)
-        tally = tally._replace(history=tally.history + [valid_ppl], valid_nll=valid_nll)
-        log(f"epoch {step / spe:.2f}: train ppl {perplexity(tally.epoch_nll / max(tally.epoch_n, 1)):.2f}, "
-            f"valid ppl {valid_ppl:.3f}")
-        if config.eval.sample_length > 0:
-            log(sampling.progress_sample(lm, parallel.local_copy(state.params), corpus, config, step))
-        return valid_ppl
+        e = task.evaluate(parallel.local_copy(state.params), step, tally.epoch_loss / max(tally.epoch_n, 1))
+        write(e.records, step)
+        tally = tally._replace(history=tally.history + ([e.value] if e.value is not None else []), last=e.records)
+        log(e.message)
+        return e.value
 
-    def save(step: int, valid_ppl: float | None) -> None:
+    def save(step: int, value: float | None) -> None:
         meta = {"step": step, "epoch": step // spe, "index": step % spe, "steps_per_epoch": spe,
-                "total_steps": total_steps, "sampling": config.data.sampling, "seed": config.seed,
-                "num_devices": layout.mesh.size, "config": config.to_dict(), "vocab": corpus.vocab,
+                "total_steps": total, "sampling": config.data.sampling, "seed": config.seed,
+                "num_devices": layout.mesh.size, "config": config.to_dict(), **task.identity,
                 **tally._replace(records=metrics_log.records)._asdict()}
-        ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, valid_ppl)
+        ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, value)
 
     def nonfinite(step: int) -> int:
         """Stop, or roll back to the newest checkpoint with the learning rate halved; the step to go on from."""
@@ -247,6 +266,7 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
         if t.on_nonfinite == "stop" or scale < 5e-4:
             ckpts.wait()
             last = ckpts.steps()
+            metrics_log.close()
             raise NonFiniteLoss(f"non-finite loss or gradient at {position(step, spe)}; stopped, the last good "
                                 f"checkpoint is step {last[-1] if last else 'none'} (train.on_nonfinite=rollback "
                                 f"restores it with the learning rate halved)")
@@ -264,50 +284,47 @@ def train(config: ConfigDict, corpus: Corpus, run: Run, log: Callable[[str], Non
     step, pending = start, None  # pending: the step in flight, read one step later (keeps dispatch async)
     try:
         with StopSignals() as stop:
-            while step < total_steps:
+            while step < total:
                 epoch, index = divmod(step, spe)
-                if index == 0 or not keep_carry:
+                if task.fresh_carry(index):
                     state = state._replace(carry=new_carry())
-                batch = parallel.place_batch(layout, lambda rows: batching.train_batch(
-                    train_ids, t.batch_size, t.seq_len, config.data.sampling, config.seed, epoch, index, rows))
+                batch = parallel.place_batch(layout, lambda rows: task.batch(epoch, index, rows))
                 state, metrics = train_step(state, batch, step_key)
                 previous, pending, step = pending, (step + 1, metrics), step + 1
                 if previous is not None and not record(*previous, force=False):
                     step, pending = nonfinite(previous[0]), None
                     continue
-                now = due(step, total_steps, spe, config, ckpts, stop.received)
+                now = due(step, total, spe, config, ckpts, stop.received)
                 if not now.any:
                     continue
                 pending = None
                 if not record(step, metrics, force=now.force_log):
                     step = nonfinite(step)
                     continue
-                valid_ppl = validate(step) if now.eval else None
+                value = evaluate(step) if now.eval else None
                 if step % spe == 0:
-                    tally = tally._replace(epoch_nll=0.0, epoch_n=0)
-                save(step, valid_ppl)
+                    tally = tally._replace(epoch_loss=0.0, epoch_n=0)
+                save(step, value)
                 if now.stop:
                     ckpts.wait()
                     raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; checkpoint written "
                                     f"to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
+        train_wall = time.time() - t0
+
+        # ---- The task's final evaluation, and the summary.
+        def best_params() -> tuple[Any, int]:
+            """The kept-best checkpoint's parameters (on this host) and its step."""
+            ckpts.wait()
+            step = ckpts.select("best")
+            return parallel.local_copy(ckpts.restore_params(step, template[0])[0]), step
+
+        records, metrics = task.finish(parallel.local_copy(state.params), best_params, tally)
     finally:
         ckpts.close()
-
-    # ---- Test, and the summary.
-    train_wall = time.time() - t0
-    test_nll = evaluate("test", total_steps)
+    write(records, total)
     metrics_log.close()
-    valid_nll = float("nan") if tally.valid_nll is None else tally.valid_nll
-    core = {"steps": total_steps, "epochs": total_steps / spe, "num_params": n_params, "wall_s": time.time() - t0,
-            "tokens_per_s": (total_steps - start) * t.batch_size * t.seq_len / max(train_wall, 1e-9),
+    core = {"steps": total, "epochs": total / spe, "num_params": n_params, "wall_s": time.time() - t0,
+            **({"tokens_per_s": (total - start) * task.tokens_per_step / max(train_wall, 1e-9)}
+               if task.tokens_per_step else {}),
             "num_devices": layout.mesh.size, "num_processes": jax.process_count()}
-    return make_summary("lm", "test_ppl", "min", core, {
-        "valid_ppl": perplexity(valid_nll),
-        "test_ppl": perplexity(test_nll),
-        "best_valid_ppl": min(tally.history) if tally.history else None,
-        "valid_loss": valid_nll,
-        "test_loss": test_nll,
-        "corpus": corpus.name,
-        "level": corpus.level,  # "char": rnnjax report adds bits per character
-        "floor_ppl": corpus.floor_ppl,
-    })
+    return make_summary(task.name, *task.headline, core, metrics)

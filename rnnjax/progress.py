@@ -46,9 +46,11 @@ class Progress:
 
     def report(self, record: dict) -> None:
         eta = self.eta()
+        tokens = (f"ppl {record['perplexity']:.2f} | {record['tokens_per_s']:,.0f} tok/s | "
+                  if "tokens_per_s" in record else "")
         self.log(
             f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
-            f"ppl {record['perplexity']:.2f} | {record['tokens_per_s']:,.0f} tok/s | lr {record['lr']:.3g} | "
-            f"|g| {record['grad_norm']:.2f} | ETA {format_seconds(eta) if eta == eta else '?'}"
+            f"{tokens}lr {record['lr']:.3g} | |g| {record['grad_norm']:.2f} | "
+            f"ETA {format_seconds(eta) if eta == eta else '?'}"
         )
         self._last_t, self._last_s = time.time(), self.step

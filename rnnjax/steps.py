@@ -31,33 +31,48 @@ class TrainState(NamedTuple):
     carry: Any  # RNN state carried to the next batch (truncated BPTT)
 
 
-def init_state(lm: LanguageModel, opt: optax.GradientTransformation, key: Array, batch_size: int) -> TrainState:
-    params = lm.init(key)
-    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), lm.initial_carry(batch_size))
+class Model(NamedTuple):
+    """What a train state is made from: `init(key) -> params`, `initial_carry(batch_size) -> carry`
+    (a `LanguageModel` is one; tasks that carry nothing between batches return ())."""
+
+    init: Callable[[Array], Any]
+    initial_carry: Callable[[int], Any]
 
 
-def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_schedule: optax.Schedule,
-                    config: ConfigDict) -> Callable:
-    """The jitted `train_step(state, batch, key) -> (state, metrics)`.
+def init_state(model: Any, opt: optax.GradientTransformation, key: Array, batch_size: int) -> TrainState:
+    """The state before the first step; `model` has `init(key) -> params` and `initial_carry(batch)`."""
+    params = model.init(key)
+    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), model.initial_carry(batch_size))
 
-    The objective is the mean per-token cross entropy, times `seq_len` when
-    `train.time_sum_loss` (Zaremba's batch-mean loss summed over the unrolled steps).
-    A step whose loss or gradient is not finite leaves the state unchanged and reports
-    `finite = False`, so the last good state survives.
-    """
+
+Objective = Callable[[Any, Any, Any, Array], tuple[Array, tuple[Any, Array]]]
+"""`objective(params, carry, batch, key) -> (value to minimise, (next carry, loss to report))`."""
+
+
+def lm_objective(lm: LanguageModel, config: ConfigDict) -> Objective:
+    """The language model's: the mean per-token cross entropy, times `seq_len` when
+    `train.time_sum_loss` (Zaremba's batch-mean loss summed over the unrolled steps)."""
     scale = float(config.train.seq_len) if config.train.time_sum_loss else 1.0
 
-    def loss_fn(params, carry, inputs, targets, key):
-        carry, nll = lm.nll(params, carry, inputs, targets, key=key)
+    def objective(params, carry, batch: batching.Batch, key):
+        carry, nll = lm.nll(params, carry, batch.inputs, batch.targets, key=key)
         loss = nll.mean()
         return loss * scale, (carry, loss)
 
-    def train_step(state: TrainState, batch: batching.Batch, key: Array) -> tuple[TrainState, dict]:
+    return objective
+
+
+def make_step(objective: Objective, opt: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
+    """The jitted `train_step(state, batch, key) -> (state, metrics)` of any task's objective.
+
+    A step whose loss or gradient is not finite leaves the state unchanged and reports
+    `finite = False`, so the last good state survives.
+    """
+
+    def train_step(state: TrainState, batch: Any, key: Array) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(key, state.step)
         carry = jax.lax.stop_gradient(state.carry)
-        (_, (carry, loss)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, carry, batch.inputs, batch.targets, key
-        )
+        (_, (carry, loss)), grads = jax.value_and_grad(objective, has_aux=True)(state.params, carry, batch, key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -69,6 +84,12 @@ def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_sch
         return new, metrics
 
     return jax.jit(train_step, donate_argnums=0)
+
+
+def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_schedule: optax.Schedule,
+                    config: ConfigDict) -> Callable:
+    """The language model's jitted `train_step(state, batch, key) -> (state, metrics)`."""
+    return make_step(lm_objective(lm, config), opt, lr_schedule)
 
 
 def make_eval_step(lm: LanguageModel) -> Callable:

@@ -36,9 +36,10 @@ def flags(**overrides) -> list[str]:
 def rnnjax(*args: str, cwd: Path = REPO, umask: int | None = None, wait: bool = True):
     """`python -m rnnjax ARGS` in a subprocess: (exit code, stdout, stderr), or the Popen when not `wait`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    pre = (lambda: os.umask(umask)) if umask is not None else None
-    proc = subprocess.Popen([sys.executable, "-m", "rnnjax", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=pre)
+    cmd = [sys.executable, "-m", "rnnjax", *args]
+    if umask is not None:  # set by a shell, not preexec_fn (a fork of this multithreaded JAX process)
+        cmd = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *cmd]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
     out, err = proc.communicate(timeout=300)

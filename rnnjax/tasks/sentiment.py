@@ -19,7 +19,7 @@ the mean of the outputs over real steps ("mean") -> one logit, binary cross entr
 from __future__ import annotations
 
 import collections
-import time
+import functools
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -28,13 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnjax import batching, recurrent
+from rnnjax import batching, loop, recurrent, steps
 from rnnjax.config import ConfigDict, layer_sizes
 from rnnjax.data import build_vocab, load_sentences
 from rnnjax.errors import ConfigError
-from rnnjax.fit import fit
-from rnnjax.model import embed_size, model_cell, num_params
-from rnnjax.rundir import Run, make_summary
+from rnnjax.model import embed_size, model_cell
+from rnnjax.rundir import Run
 
 Array = jax.Array
 PAD, UNK = "<pad>", "<unk>"
@@ -126,9 +125,10 @@ def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
     return Classifier(init, apply)
 
 
-def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Train and score the sentence classifier; summary["test_accuracy"] is at the best-validation epoch."""
-    config = run.config
+def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None]) -> loop.Task:
+    if config.checkpoint.keep_best < 1:
+        raise ConfigError("config key 'checkpoint.keep_best' = 0: the sentiment task reports the epoch of best "
+                          "validation accuracy and needs that checkpoint kept (expected at least 1)")
     corpus = load_sentences(config, data_dir)
     idx = split_indices(len(corpus.sentences), config)
     sentences = {s: [corpus.sentences[i] for i in ix] for s, ix in idx.items()}
@@ -137,40 +137,50 @@ def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     length = max(len(words) for words in corpus.sentences)
     data = {s: encode_split(sentences[s], corpus.labels[idx[s]], vocab, length) for s in idx}
     clf = make_classifier(config, len(vocab))
-    params = jax.jit(clf.init)(jax.random.key(config.seed))
     logits_fn = jax.jit(clf.apply)
+    t, train = config.train, data["train"]
+    n = len(train.ids)
+    spe = n // t.batch_size
+    if spe < 1:
+        raise ConfigError(f"config key 'train.batch_size' = {t.batch_size}: larger than the {n} training sentences")
 
-    def loss_fn(params, batch, key):
+    def objective(params, carry, batch, key):
         ids, lengths, labels = batch
-        return optax.sigmoid_binary_cross_entropy(clf.apply(params, ids, lengths, key), labels).mean()
+        loss = optax.sigmoid_binary_cross_entropy(clf.apply(params, ids, lengths, key), labels).mean()
+        return loss, (carry, loss)
 
-    def scores(params, split: Split) -> tuple[float, float]:
+    order = functools.lru_cache(maxsize=1)(lambda epoch: batching.minibatch_order(config.seed, epoch, n))
+
+    def batch(epoch: int, index: int, rows: slice):
+        i = order(epoch)[index * t.batch_size:(index + 1) * t.batch_size][rows]
+        return train.ids[i], train.lengths[i], train.labels[i]
+
+    def scores(params, split: Split) -> dict:
         logits = np.concatenate([np.asarray(logits_fn(params, split.ids[i:i + 1000], split.lengths[i:i + 1000]))
                                  for i in range(0, len(split.ids), 1000)])
-        loss = float(optax.sigmoid_binary_cross_entropy(logits, split.labels).mean())
-        return loss, float(((logits > 0) == (split.labels > 0.5)).mean())
+        return {"loss": float(optax.sigmoid_binary_cross_entropy(logits, split.labels).mean()),
+                "accuracy": float(((logits > 0) == (split.labels > 0.5)).mean())}
 
-    def evaluate(params, epoch):
-        out = {}
-        for s in ("valid", "test"):
-            out[f"{s}_loss"], out[f"{s}_accuracy"] = scores(params, data[s])
-        return out
+    def evaluate(params, step: int, train_loss: float) -> loop.Evaluation:
+        records = {s: scores(params, data[s]) for s in ("valid", "test")}
+        return loop.Evaluation(records, records["valid"]["accuracy"],
+                               f"epoch {step / spe:.2f}: train loss {train_loss:.4f}, valid accuracy "
+                               f"{records['valid']['accuracy']:.4f}, test accuracy {records['test']['accuracy']:.4f}")
 
-    metrics_log = run.metrics()
-    log(f"{corpus.name}: {len(idx['train']):,} train / {len(idx['valid']):,} valid / {len(idx['test']):,} test "
-        f"sentences, vocab {len(vocab):,}, padded to {length}; {config.model.cell} {layer_sizes(config)}"
-        f"{' bidirectional' if config.sentiment.bidirectional else ''}, {num_params(params):,} params")
-    start = time.time()
-    train = data["train"]
-    params, result = fit(loss_fn, params, (train.ids, train.lengths, train.labels), config, evaluate, metrics_log,
-                         log, select="valid_accuracy")
-    metrics_log.close()
-    _, train_acc = scores(params, train)
-    test_labels = data["test"].labels
-    core = {"steps": result["steps"], "epochs": result["epochs"], "num_params": num_params(params),
-            "wall_s": time.time() - start}
-    return make_summary("sentiment", "test_accuracy", "max", core, {
-        "test_accuracy": result["test_accuracy"], "valid_accuracy": result["valid_accuracy"],
-        "train_accuracy": train_acc, "epoch_kept": result["epoch"],
-        "majority_baseline_accuracy": float(max(test_labels.mean(), 1 - test_labels.mean())),
-        "sentences": {s: int(len(ix)) for s, ix in idx.items()}, "vocab_size": len(vocab)})
+    def finish(params, best_params, tally) -> tuple[dict, dict]:
+        params, step = best_params()
+        valid, test = scores(params, data["valid"]), scores(params, data["test"])
+        test_labels = data["test"].labels
+        return {}, {"test_accuracy": test["accuracy"], "valid_accuracy": valid["accuracy"],
+                    "train_accuracy": scores(params, train)["accuracy"], "epoch_kept": step / spe,
+                    "majority_baseline_accuracy": float(max(test_labels.mean(), 1 - test_labels.mean())),
+                    "sentences": {s: int(len(ix)) for s, ix in idx.items()}, "vocab_size": len(vocab)}
+
+    return loop.Task(
+        name="sentiment", model=steps.Model(clf.init, lambda batch_size: ()), objective=objective,
+        steps_per_epoch=spe, batch=batch, fresh_carry=lambda index: False, evaluate=evaluate, finish=finish,
+        best=("valid_accuracy", "max"), headline=("test_accuracy", "max"), identity={"vocab": vocab},
+        tokens_per_step=None,
+        describe=f"{corpus.name}: {len(idx['train']):,} train / {len(idx['valid']):,} valid / {len(idx['test']):,} "
+                 f"test sentences, vocab {len(vocab):,}, padded to {length}; {config.model.cell} {layer_sizes(config)}"
+                 f"{' bidirectional' if config.sentiment.bidirectional else ''}")
