@@ -144,7 +144,7 @@ def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import fetch
+    from rnnjax.data import fetch
 
     for corpus in args.corpus:
         fetch.fetch(corpus, resolve_data_dir(args.data_dir), fetch.resolve_mirror(args.mirror))
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
         dest="data_command", required=True)
     p = data_sub.add_parser("fetch", help="download, verify (SHA-256) and store corpora in the data directory")
-    p.add_argument("corpus", nargs="+", help="e.g. ptb tinyshakespeare (see rnnjax.fetch.REGISTRY)")
+    p.add_argument("corpus", nargs="+", help="e.g. ptb tinyshakespeare (see rnnjax.data.fetch.REGISTRY)")
     p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
     p.add_argument("--mirror", help="base URL holding the data-directory layout (default: $RNNJAX_DATA_MIRROR)")
     p.set_defaults(func=cmd_data_fetch)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, data, fetch
+from rnnjax import cli, data
+from rnnjax.data import fetch
 from rnnjax.errors import DataError
 
 

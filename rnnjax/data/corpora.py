@@ -3,7 +3,7 @@
 `load_corpus(config, data_dir)` returns a `Corpus`: one contiguous int32 array per
 split and the vocabulary (built from train only; id order saved as `vocab.json`).
 The data directory is `--data-dir`, else `$RNNJAX_DATA_DIR`, else `~/.cache/rnnjax/data`,
-laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ... (`rnnjax.fetch`).
+laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ... (`rnnjax.data.fetch`).
 
 `data.corpus` is one of
     ptb              words, Mikolov's split, 10k vocabulary with <unk>, newline -> <eos>
@@ -37,10 +37,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from rnnjax import fetch, synthetic
 from rnnjax.config import ConfigDict
+from rnnjax.data import fetch, synthetic
+from rnnjax.data.fetch import file_sha256
 from rnnjax.errors import ConfigError, DataError
-from rnnjax.fetch import file_sha256
 from rnnjax.files import umask
 
 DATA_DIR_ENV = "RNNJAX_DATA_DIR"
