@@ -24,12 +24,7 @@ them, so later starts only hash the files and load the arrays.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -37,15 +32,13 @@ import numpy as np
 
 from rnnjax.config import ConfigDict
 from rnnjax.data import fetch, synthetic
+from rnnjax.data.cache import cached_splits
 from rnnjax.data.fetch import file_sha256
 from rnnjax.data.text import (SPLITS, UNK, d2l_letters, join_lines, make_splits, ptb_char_tokens, read_text,
                               read_texts, split_fractions, word_tokens)
 from rnnjax.errors import ConfigError, DataError
-from rnnjax.files import umask
 
 DATA_DIR_ENV = "RNNJAX_DATA_DIR"
-TOKEN_CACHE_ENV = "RNNJAX_TOKEN_CACHE"
-CACHE_FORMAT = 1  # bump when tokenisation changes, so stale caches are not read
 
 
 class Corpus(NamedTuple):
@@ -77,47 +70,6 @@ def resolve_data_dir(flag: str | None = None) -> Path:
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
     return Path("~/.cache/rnnjax/data").expanduser()
-
-
-def resolve_token_cache() -> Path:
-    return Path(os.environ.get(TOKEN_CACHE_ENV) or "~/.cache/rnnjax/tokens").expanduser()
-
-
-# --- the token-id cache -------------------------------------------------------------------
-
-
-def cached_splits(name: str, key: dict, build: Callable[[], tuple[list[str], dict[str, np.ndarray]]]
-                  ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """`build()` once per `key`; its vocabulary and arrays are kept under the token cache.
-
-    The cache entry is a directory written under a temporary name and renamed into
-    place, so a killed process never leaves a half-written entry.
-    """
-    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True).encode()).hexdigest()
-    entry = resolve_token_cache() / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)[:60]}-{digest[:24]}"
-    if (entry / "vocab.json").is_file():
-        try:
-            vocab = json.loads((entry / "vocab.json").read_text())
-            return vocab, {s: np.load(entry / f"{s}.npy") for s in SPLITS}
-        except (OSError, ValueError, EOFError) as e:  # damaged on disk: rebuild it
-            print(f"warning: token cache entry {entry} is unreadable ({type(e).__name__}); rebuilding it")
-            shutil.rmtree(entry, ignore_errors=True)
-    vocab, splits = build()
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would hide a shared cache from the group
-        for s in SPLITS:
-            np.save(tmp / f"{s}.npy", splits[s])
-        (tmp / "key.json").write_text(json.dumps(key, indent=1, ensure_ascii=False))
-        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError:
-        pass  # an unwritable cache only costs the next start the same work again
-    return vocab, splits
 
 
 # --- corpora ------------------------------------------------------------------------------
