@@ -34,7 +34,7 @@ from rnnjax.config import ConfigDict
 from rnnjax.data import fetch, synthetic
 from rnnjax.data.cache import cached_splits
 from rnnjax.data.fetch import file_sha256
-from rnnjax.data.text import (SPLITS, UNK, d2l_letters, join_lines, make_splits, ptb_char_tokens, read_text,
+from rnnjax.data.text import (SPLITS, d2l_letters, join_lines, make_splits, ptb_char_tokens, read_text,
                               read_texts, split_fractions, word_tokens)
 from rnnjax.errors import ConfigError, DataError
 
@@ -302,36 +302,3 @@ def load_sentences(config: ConfigDict, data_dir: Path) -> Sentences:
         raise DataError(f"config key 'data.corpus' = {name!r}: expected a sentence corpus, one of "
                         f"{', '.join(SENTENCE_LOADERS)}")
     return SENTENCE_LOADERS[name](data_dir, config)
-
-
-# --- statistics ---------------------------------------------------------------------------
-
-
-def corpus_stats(config: ConfigDict, data_dir: Path) -> dict:
-    """What `rnnjax data stats` prints: per split tokens, types and files; vocabulary; checksums."""
-    name = config.data.corpus
-    if name in SENTENCE_LOADERS:
-        s = load_sentences(config, data_dir)
-        tokens = [t for words in s.sentences for t in words]
-        return {"corpus": name, "level": "sentence", "encoding": config.data.encoding,
-                "sentences": {label: int((s.labels == i).sum()) for i, label in enumerate(s.label_names)},
-                "tokens": len(tokens), "vocab_size": len(set(tokens)),
-                "files": {f: file_sha256(Path(f)) for f in s.files}}
-    c = load_corpus(config, data_dir, check_size=False)
-    out = {"corpus": c.name, "level": c.level, "vocab_size": c.vocab_size, "splits": {}}
-    unk = c.vocab.index(UNK) if UNK in c.vocab else None
-    for split, ids in c.splits.items():
-        row = {"tokens": len(ids), "types": len(np.unique(ids))}
-        if unk is not None:
-            row["unk_tokens"] = int((ids == unk).sum())
-        if c.files:
-            row["files"] = list(c.files[split])
-        out["splits"][split] = row
-    if c.floor_ppl is not None:
-        out["floor_ppl"] = c.floor_ppl
-    if c.files:
-        paths = sorted({f for fs in c.files.values() for f in fs})
-        out["files"] = {f: file_sha256(Path(f)) for f in paths if Path(f).is_file()}
-        if len({fs for fs in c.files.values()}) == 1:
-            out["split"] = f"contiguous fractions {tuple(config.data.split_fractions)} of the token sequence"
-    return out
