@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnnjax import cli, data
-from rnnjax.data import corpora, fetch
+from rnnjax.data import fetch, sources
 from rnnjax.config import apply_overrides, defaults
 from rnnjax.errors import ConfigError, DataError
 
@@ -214,7 +214,7 @@ def test_token_cache_is_used_and_keyed_by_content(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("read the text again despite the cache")
 
-    monkeypatch.setattr(corpora, "read_texts", no_reading)
+    monkeypatch.setattr(sources, "read_texts", no_reading)
     again = load(f"text:{f}", tmp_path)
     assert again.vocab == first.vocab
     assert all(np.array_equal(again.splits[s], first.splits[s]) for s in data.SPLITS)

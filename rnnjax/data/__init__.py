@@ -1,7 +1,8 @@
 """Corpora as token-id arrays, sentence corpora, their files and statistics: the public API."""
 
 from rnnjax.data.cache import TOKEN_CACHE_ENV, resolve_token_cache
-from rnnjax.data.corpora import CORPORA, DATA_DIR_ENV, Corpus, Sentences, load_corpus, load_sentences, resolve_data_dir
+from rnnjax.data.corpora import CORPORA, DATA_DIR_ENV, load_corpus, load_sentences, resolve_data_dir
+from rnnjax.data.corpus import Corpus, Sentences
 from rnnjax.data.stats import corpus_stats
 from rnnjax.data.text import EOS, SPLITS, UNK, build_vocab, check_vocab
 

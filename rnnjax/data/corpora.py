@@ -26,42 +26,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
 from rnnjax.config import ConfigDict
 from rnnjax.data import fetch, synthetic
 from rnnjax.data.cache import cached_splits
-from rnnjax.data.fetch import file_sha256
-from rnnjax.data.text import (SPLITS, d2l_letters, join_lines, make_splits, ptb_char_tokens, read_text,
-                              read_texts, split_fractions, word_tokens)
+from rnnjax.data.corpus import Corpus, Sentences
+from rnnjax.data.sources import load_hub, load_text
+from rnnjax.data.text import (SPLITS, d2l_letters, make_splits, ptb_char_tokens, read_text, read_texts,
+                              split_fractions, word_tokens)
 from rnnjax.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "RNNJAX_DATA_DIR"
-
-
-class Corpus(NamedTuple):
-    name: str
-    level: str  # "word" | "char" | "symbol"
-    vocab: list[str]
-    splits: dict[str, np.ndarray]  # "train" | "valid" | "test" -> int32 token ids
-    floor_ppl: float | None = None  # exact perplexity floor, for generated corpora
-    files: dict[str, tuple[str, ...]] | None = None  # split -> files its tokens come from; None if generated
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-
-class Sentences(NamedTuple):
-    """A sentence-level corpus: whitespace tokens of each sentence and its label."""
-
-    name: str
-    sentences: list[list[str]]
-    labels: np.ndarray  # int32 index into label_names
-    label_names: list[str]
-    files: tuple[str, ...]
 
 
 def resolve_data_dir(flag: str | None = None) -> Path:
@@ -152,91 +130,6 @@ def _load_synthetic(data_dir: Path, config: ConfigDict) -> Corpus:
     return Corpus("synthetic", "symbol", synthetic.symbols(d.synthetic_vocab_size), out["splits"], out["floor_ppl"])
 
 
-def _load_text(spec: str, config: ConfigDict) -> Corpus:
-    """`text:PATH`: one file (split by fractions) or a directory (given splits, else all *.txt)."""
-    name, d = f"text:{spec}", config.data
-    level = d.text_level
-    if level not in ("word", "char"):
-        raise ConfigError(f"config key 'data.text_level' = {level!r}: expected 'word' or 'char'")
-    root = Path(spec).expanduser()
-    if root.is_dir():
-        given = {s: root / f"{s}.txt" for s in SPLITS}
-        if given["train"].is_file():
-            files = {s: [p] for s, p in given.items()}
-        else:
-            txts = sorted(p for p in root.glob("*.txt") if p.is_file())
-            if not txts:
-                raise DataError(f"corpus {name!r}: directory {root} holds no train.txt and no *.txt files")
-            files = {"train": txts}
-    elif root.is_file():
-        files = {"train": [root]}
-    else:
-        raise DataError(f"corpus {name!r}: {root} is neither a file nor a directory")
-    for s, ps in files.items():
-        for p in ps:
-            if not p.is_file():
-                raise DataError(f"corpus {name!r}: file {p} not found (a directory with train.txt needs "
-                                f"valid.txt and test.txt too)")
-    sums = {s: [file_sha256(p) for p in ps] for s, ps in files.items()}
-    key = {"corpus": "text", "sha256": sums, "encoding": d.encoding, "level": level, "char_oov": d.char_oov,
-           "fractions": list(d.split_fractions) if len(files) == 1 else None}
-    tokenize = word_tokens if level == "word" else list
-
-    def build():
-        texts = read_texts(files, d.encoding, name)
-        if len(files) == 1:
-            tokens = split_fractions(tokenize(texts["train"]), d.split_fractions)
-            where = dict.fromkeys(SPLITS, ", ".join(map(str, files["train"])))
-        else:
-            tokens = {s: tokenize(t) for s, t in texts.items()}
-            where = {s: str(ps[0]) for s, ps in files.items()}
-        return make_splits(tokens, level, config, where)
-
-    vocab, splits = cached_splits(f"text-{root.name}", key, build)
-    per_split = files if len(files) == 3 else dict.fromkeys(SPLITS, files["train"])
-    return Corpus(name, level, vocab, splits, files={s: tuple(map(str, ps)) for s, ps in per_split.items()})
-
-
-def _load_hub(spec: str, config: ConfigDict) -> Corpus:
-    """`hub:NAME[:CONFIG]`: a hub dataset's text column; its train/validation/test splits if it has them."""
-    name, d = f"hub:{spec}", config.data
-    repo, _, subset = spec.partition(":")
-    level = d.text_level
-    if level not in ("word", "char"):
-        raise ConfigError(f"config key 'data.text_level' = {level!r}: expected 'word' or 'char'")
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(repo, subset or None)
-    except Exception as e:  # datasets raises many kinds (offline, not found, no script support); report one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        offline = " (HF_DATASETS_OFFLINE is set)" if os.environ.get("HF_DATASETS_OFFLINE") else ""
-        raise DataError(f"corpus {name!r}: Hugging Face datasets cannot load it{offline}: "
-                        f"{type(e).__name__}: {first}") from None
-    aliases = {"train": "train", "valid": "validation" if "validation" in ds else "valid", "test": "test"}
-    field = d.hub_text_field
-    if field not in ds["train"].column_names:
-        raise ConfigError(f"config key 'data.hub_text_field' = {field!r}: corpus {name!r} has columns "
-                          f"{ds['train'].column_names}")
-    have = [s for s in SPLITS if aliases[s] in ds]
-    key = {"corpus": name, "fingerprints": {s: ds[aliases[s]]._fingerprint for s in have}, "level": level,
-           "char_oov": d.char_oov, "field": field,
-           "fractions": list(d.split_fractions) if len(have) < 3 else None}
-    tokenize = word_tokens if level == "word" else list
-
-    def build():
-        texts = {s: join_lines(ds[aliases[s]][field]) for s in have}
-        if len(have) < 3:
-            tokens = split_fractions(tokenize(texts["train"]), d.split_fractions)
-        else:
-            tokens = {s: tokenize(t) for s, t in texts.items()}
-        return make_splits(tokens, level, config, {s: f"{name} {s}" for s in SPLITS})
-
-    vocab, splits = cached_splits(f"hub-{repo}", key, build)
-    files = {s: (f"{name} {aliases[s] if len(have) == 3 else 'train'}",) for s in SPLITS}
-    return Corpus(name, level, vocab, splits, files=files)
-
-
 LOADERS = {
     "ptb": _load_ptb,
     "ptb_char": _load_ptb_char,
@@ -246,7 +139,7 @@ LOADERS = {
     "timemachine": _load_timemachine,
     "synthetic": _load_synthetic,
 }
-SOURCE_LOADERS = {"text": _load_text, "hub": _load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`
+SOURCE_LOADERS = {"text": load_text, "hub": load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`
 CORPORA = (*LOADERS, "text:PATH", "hub:NAME[:CONFIG]")
 
 
