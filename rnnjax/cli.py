@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rnnjax import config as config_lib
 from rnnjax import host_memory, rundir
-from rnnjax.data import check_vocab, load_corpus, resolve_data_dir
+from rnnjax.data import check_vocab, corpus_stats, fetch_corpus, load_corpus, resolve_data_dir, resolve_mirror
 from rnnjax.errors import ConfigError, DataError, UserError
 
 QUICKSTART = "quickstart"
@@ -143,16 +143,12 @@ def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import fetch
-
     for corpus in args.corpus:
-        fetch.fetch(corpus, resolve_data_dir(args.data_dir), fetch.resolve_mirror(args.mirror))
+        fetch_corpus(corpus, resolve_data_dir(args.data_dir), resolve_mirror(args.mirror))
     return 0
 
 
 def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax.data import corpus_stats
-
     config = config_lib.apply_overrides(config_lib.defaults(), {"data.corpus": args.corpus, **overrides})
     print(json.dumps(corpus_stats(config, resolve_data_dir(args.data_dir)), ensure_ascii=False))
     return 0
@@ -243,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
         dest="data_command", required=True)
     p = data_sub.add_parser("fetch", help="download, verify (SHA-256) and store corpora in the data directory")
-    p.add_argument("corpus", nargs="+", help="e.g. ptb tinyshakespeare (see rnnjax.fetch.REGISTRY)")
+    p.add_argument("corpus", nargs="+", help="e.g. ptb tinyshakespeare (see rnnjax.data.corpora.REGISTRY)")
     p.add_argument("--data-dir", help="corpus directory (default: $RNNJAX_DATA_DIR or ~/.cache/rnnjax/data)")
     p.add_argument("--mirror", help="base URL holding the data-directory layout (default: $RNNJAX_DATA_MIRROR)")
     p.set_defaults(func=cmd_data_fetch)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnjax import cli, data, fetch
+from rnnjax import cli, data
+from rnnjax.data import corpora, fetch, sources
 from rnnjax.config import apply_overrides, defaults
 from rnnjax.errors import ConfigError, DataError
 
@@ -76,7 +77,7 @@ def test_char_corpora(shared_data, corpus, chars, train_types):
     assert "\r" not in c.vocab
     if corpus == "jaychou":
         assert all(len(t) == 1 for t in c.vocab[:-1]) and "想" in c.vocab  # characters, not bytes
-    text = (shared_data / fetch.REGISTRY[corpus][0].path).read_bytes().decode().replace("\r\n", "\n")
+    text = (shared_data / corpora.remotes(corpus)[0].path).read_bytes().decode().replace("\r\n", "\n")
     assert "".join(c.vocab[i] for i in c.splits["train"][:200]) == text[:200]
 
 
@@ -213,7 +214,7 @@ def test_token_cache_is_used_and_keyed_by_content(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("read the text again despite the cache")
 
-    monkeypatch.setattr(data, "read_texts", no_reading)
+    monkeypatch.setattr(sources, "read_texts", no_reading)
     again = load(f"text:{f}", tmp_path)
     assert again.vocab == first.vocab
     assert all(np.array_equal(again.splits[s], first.splits[s]) for s in data.SPLITS)

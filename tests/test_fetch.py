@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, data, fetch
+from rnnjax import cli, data
+from rnnjax.data import corpora, fetch
 from rnnjax.errors import DataError
 
 
@@ -67,7 +68,7 @@ def _leftovers(directory: Path) -> list[Path]:
 
 def test_fetch_from_mirror_verifies_and_does_not_fetch_twice(mirror, tmp_path, shared_data, capsys):
     dest = tmp_path / "data"
-    paths = fetch.fetch("rt-polarity", dest, mirror.url)
+    paths = corpora.fetch_corpus("rt-polarity", dest, mirror.url)
     assert [p.relative_to(dest).as_posix() for p in paths] == ["rt-polarity/rt-polarity.pos",
                                                                 "rt-polarity/rt-polarity.neg"]
     for p in paths:
@@ -75,7 +76,7 @@ def test_fetch_from_mirror_verifies_and_does_not_fetch_twice(mirror, tmp_path, s
     assert sorted(_leftovers(dest)) == sorted(paths)  # no temporary files left
     assert "rt-polarity.pos" in capsys.readouterr().err  # progress
     mirror.requests.clear()
-    fetch.fetch("rt-polarity", dest, mirror.url)
+    corpora.fetch_corpus("rt-polarity", dest, mirror.url)
     assert mirror.requests == []
 
 
@@ -83,7 +84,7 @@ def test_corrupt_local_file_is_replaced(mirror, tmp_path, shared_data):
     dest = tmp_path / "data" / "timemachine" / "timemachine.txt"
     dest.parent.mkdir(parents=True)
     dest.write_text("truncated")
-    fetch.fetch("timemachine", tmp_path / "data", mirror.url)
+    corpora.fetch_corpus("timemachine", tmp_path / "data", mirror.url)
     assert dest.read_bytes() == (shared_data / "timemachine" / "timemachine.txt").read_bytes()
 
 
@@ -92,9 +93,9 @@ def test_checksum_mismatch_leaves_nothing(mirror, tmp_path):
     served.write_bytes(served.read_bytes().replace(b"Time", b"Tide"))
     actual = hashlib.sha256(served.read_bytes()).hexdigest()
     with pytest.raises(DataError) as e:
-        fetch.fetch("timemachine", tmp_path / "data", mirror.url)
+        corpora.fetch_corpus("timemachine", tmp_path / "data", mirror.url)
     msg = str(e.value)
-    assert "checksum mismatch" in msg and fetch.REGISTRY["timemachine"][0].sha256 in msg and actual in msg
+    assert "checksum mismatch" in msg and corpora.remotes("timemachine")[0].sha256 in msg and actual in msg
     assert "\n" not in msg
     assert _leftovers(tmp_path / "data") == []
 
@@ -102,7 +103,7 @@ def test_checksum_mismatch_leaves_nothing(mirror, tmp_path):
 def test_404_leaves_nothing(mirror, tmp_path):
     (mirror.root / "timemachine" / "timemachine.txt").unlink()
     with pytest.raises(DataError, match="HTTP 404") as e:
-        fetch.fetch("timemachine", tmp_path / "data", mirror.url)
+        corpora.fetch_corpus("timemachine", tmp_path / "data", mirror.url)
     assert "timemachine/timemachine.txt" in str(e.value)
     assert _leftovers(tmp_path / "data") == []
 
@@ -110,7 +111,7 @@ def test_404_leaves_nothing(mirror, tmp_path):
 def test_interrupted_transfer_leaves_nothing(mirror, tmp_path):
     mirror.truncate.add("timemachine/timemachine.txt")
     with pytest.raises(DataError, match="transfer stopped after") as e:
-        fetch.fetch("timemachine", tmp_path / "data", mirror.url)
+        corpora.fetch_corpus("timemachine", tmp_path / "data", mirror.url)
     assert "\n" not in str(e.value)
     assert _leftovers(tmp_path / "data") == []
 
@@ -133,7 +134,7 @@ def test_file_url_mirror_and_env(monkeypatch, tmp_path, shared_data):
     monkeypatch.setenv(fetch.MIRROR_ENV, shared_data.as_uri())
     assert fetch.resolve_mirror(None) == shared_data.as_uri()
     assert fetch.resolve_mirror("http://x") == "http://x"
-    fetch.fetch("timemachine", tmp_path / "data", fetch.resolve_mirror(None))
+    corpora.fetch_corpus("timemachine", tmp_path / "data", fetch.resolve_mirror(None))
     assert (tmp_path / "data" / "timemachine" / "timemachine.txt").is_file()
 
 

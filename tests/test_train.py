@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnnjax import batching, optim, synthetic
+from rnnjax import batching, optim
+from rnnjax.data import synthetic
 from rnnjax.cli import main, resolve_config
 from rnnjax.model import make_lm
 from rnnjax.rundir import read_metrics

