@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnnjax import cli, optim, rundir, steps, tasks
+from rnnjax import cli, config as config_lib, optim, rundir, steps, tasks
 from rnnjax import progress as progress_lib
 from rnnjax.tasks import echo, sentiment, sine
 from rnnjax.config import defaults
@@ -212,3 +212,7 @@ def test_custom_cell_example_trains_with_the_standard_runner(tmp_path):
     assert config["model"]["cell"] == "peephole_lstm"
     s = _summary(tmp_path / "peep")
     assert s["valid_ppl"] < 0.5 * 24  # well below the uniform perplexity of the 24 symbols
+
+
+def test_the_task_table_and_the_config_check_name_the_same_tasks():
+    assert set(tasks.TASKS) == set(config_lib.TASKS)
