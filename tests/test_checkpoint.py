@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import checkpoint, cli, config as config_lib, loop, rundir, steps
-from rnnjax.data import load_corpus
+from rnnjax.tasks import lm
 from rnnjax.errors import DataError, NonFiniteLoss
 from rnnjax.rundir import JsonlMetrics, read_metrics
 
@@ -35,7 +35,7 @@ def train_records(workdir: Path) -> list[dict]:
 
 def poison_before(monkeypatch, step: int) -> None:
     """Fault injection: the parameters turn NaN once, just before training step `step`."""
-    make, poisoned = steps.make_train_step, []
+    make, poisoned = steps.make_step, []
 
     def make_poisoned(*args, **kwargs):
         inner = make(*args, **kwargs)
@@ -48,7 +48,7 @@ def poison_before(monkeypatch, step: int) -> None:
 
         return train_step
 
-    monkeypatch.setattr(steps, "make_train_step", make_poisoned)
+    monkeypatch.setattr(steps, "make_step", make_poisoned)
 
 
 def test_resume_refuses_model_changes_and_reports_safe_ones(tmp_path, capsys):
@@ -76,11 +76,10 @@ def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monk
     config = cli.resolve_config("quickstart", {
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5",
         "train.on_nonfinite": "rollback"})
-    corpus = load_corpus(config, Path("."))
     logs = []
     poison_before(monkeypatch, 8)
     with rundir.open_run(tmp_path, config) as run:
-        summary = loop.train(config, corpus, run, log=logs.append)
+        summary = loop.train(lm.make(config, run, Path("."), logs.append), config, run, log=logs.append)
     assert math.isfinite(summary["valid_ppl"])
     records = list(read_metrics(tmp_path / "metrics.jsonl"))
     events = [r for r in records if r.get("event") == "rollback"]
@@ -100,7 +99,7 @@ def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(t
     poison_before(monkeypatch, 8)
     with pytest.raises(NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
         with rundir.open_run(tmp_path, config) as run:
-            loop.train(config, load_corpus(config, Path(".")), run, log=lambda _: None)
+            loop.train(lm.make(config, run, Path("."), print), config, run, log=lambda _: None)
     assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [1, 5]  # 1: checkpoint.every_secs
 
 

@@ -54,7 +54,7 @@ def _driver(tmp: Path) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from rnnjax import config as config_lib, loop, parallel, recurrent, rundir
-    from rnnjax.data import load_corpus
+    from rnnjax.tasks import lm
     from rnnjax.errors import ConfigError
 
     out = {"devices": jax.device_count()}
@@ -80,12 +80,11 @@ def _driver(tmp: Path) -> dict:
     out["mask_shards"] = len(sharded.addressable_shards)
     out["mask_equal"] = bool((np.asarray(sharded) == np.asarray(recurrent.dropout_mask(key, 0.5, shape))).all())
 
-    corpus = load_corpus(config(1, 1), tmp)
     quiet = lambda _: None  # noqa: E731
 
     def run(c, workdir: Path) -> dict:
         with rundir.open_run(workdir, c) as run:
-            return loop.train(c, corpus, run, log=quiet)
+            return loop.train(lm.make(c, run, tmp, quiet), c, run, log=quiet)
 
     run(config(1, RESUMED_STEPS), tmp / "one")
     eight = config_lib.apply_overrides(config(8, RESUMED_STEPS), {"checkpoint.every_steps": str(STEPS)})
