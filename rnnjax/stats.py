@@ -181,13 +181,14 @@ class Reach(NamedTuple):
 
 
 def time_to_target(records: Iterable[dict], target: float, tokens_per_step: int, unit: str) -> Reach | None:
-    """The first validation evaluation at or below `target` (lower is better); None if there is none.
+    """The first validation evaluation at or below `target` (lower is better, float rounding of the
+    loss -> perplexity conversion aside: a relative 1e-9); None if there is none.
 
     `wall_s` is the record's, seconds since the process that wrote it started: for a run
     resumed from a checkpoint it counts from the resume, not from step 0.
     """
     for p in curve(records, unit):
-        if p.value <= target:
+        if p.value <= target * (1 + 1e-9):
             return Reach(p.step, p.step * tokens_per_step, p.wall_s)
     return None
 
