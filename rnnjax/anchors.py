@@ -14,8 +14,8 @@ config file, read by `rnnjax report` through the config path `sweep.json` record
 
 or on the command line, `rnnjax report DIR --anchor cell=lstm=zaremba_small` (repeatable;
 flags override the file). A selector is `NAME=VALUE[,NAME=VALUE...]` in the run-name form
-(`cell=gru,layers=2`); it picks every group whose swept values match all its pairs, and a later
-selector overrides an earlier one for the groups both match.
+(`cell=gru,layers=2`), or `*` for every group; it picks every group whose swept values match all
+its pairs, and a later selector overrides an earlier one for the groups both match.
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ class Anchor:
     source: str
     preset: str | None = None  # the rnnjax config meant to reproduce it
     checked: str = field(default="as cited in the rnnjax benchmark brief; not checked against the paper here")
+
+    def describe(self) -> str:
+        """One line for a report: name, corpus, figures, tolerance, source, how it was checked."""
+        figures = ", ".join(f"{f} {v:g}" for f, v in self.figures.items())
+        return (f"`{self.name}` ({self.corpus}, {figures}, ± {self.rel_tol * 100:g}%): {self.source}. "
+                f"Checked: {self.checked}.")
 
 
 _ZAREMBA = ("Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization "
@@ -96,8 +102,9 @@ def parse_flags(texts: list[str]) -> dict[str, str]:
     out = {}
     for text in texts:
         selector, _, name = text.rpartition("=")
-        if not selector or "=" not in selector:
-            raise DataError(f"--anchor {text!r}: expected NAME=VALUE[,NAME=VALUE...]=ANCHOR, e.g. cell=lstm=zaremba_small")
+        if selector != "*" and "=" not in selector:
+            raise DataError(f"--anchor {text!r}: expected NAME=VALUE[,NAME=VALUE...]=ANCHOR, "
+                            f"e.g. cell=lstm=zaremba_small")
         out[selector] = lookup(name).name
     return out
 
@@ -117,15 +124,18 @@ def from_sweep_config(sweep_dir: Path) -> dict[str, str]:
     spec.loader.exec_module(module)
     anchors = getattr(module, "ANCHORS", {})
     if not isinstance(anchors, dict):
-        raise DataError(f"{path}: ANCHORS must be a dict of selector -> anchor name, e.g. {{'cell=lstm': 'zaremba_small'}}")
+        raise DataError(f"{path}: ANCHORS must be a dict of selector -> anchor name, "
+                        f"e.g. {{'cell=lstm': 'zaremba_small'}}")
     return {str(k): lookup(v).name for k, v in anchors.items()}
 
 
 def matches(selector: str, values: dict[str, Any], names: dict[str, str]) -> bool:
     """Whether a group with swept `values` ({key: value}) matches every `NAME=VALUE` of `selector`.
 
-    NAME is a key's short name (`names`, as in run names) or its full dotted key.
+    NAME is a key's short name (`names`, as in run names) or its full dotted key; `*` matches any group.
     """
+    if selector == "*":
+        return True
     by_name = {**{k: k for k in values}, **{names[k]: k for k in values if k in names}}
     for pair in selector.split(","):
         name, _, text = pair.partition("=")

@@ -202,10 +202,10 @@ def _mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def _ci(ci: stats.Interval | None, digits: int, one: str = " (n=1)") -> str:
+def _ci(ci: stats.Interval | None, digits: int) -> str:
     if ci is None:
         return "–"
-    return f"{ci.mean:.{digits}f}{one}" if ci.half is None else f"{ci.mean:.{digits}f} ± {ci.half:.{digits}f}"
+    return f"{ci.mean:.{digits}f} (n=1)" if ci.half is None else f"{ci.mean:.{digits}f} ± {ci.half:.{digits}f}"
 
 
 def _mean_of(group: list[dict], field: str, fmt: str) -> str:
@@ -242,7 +242,9 @@ def timing(rows: list[dict], records: dict[str, list[dict]], tokens_per_step: di
                                     for r in runs})
 
 
-def _timing_lines(groups: list[Group], t: Timing, unit: str, group_keys: list[str], names: dict[str, str]) -> list[str]:
+def _timing_lines(groups: list[Group], t: Timing, unit: str, group_keys: list[str],
+                  names: dict[str, str]) -> list[str]:
+    """The time-to-target section of results.md."""
     digits = 3 if unit == "bpc" else 2
     goal = f"valid {unit} ≤ {t.target:.{digits}f}"
     how = ("the default: the highest best-validation value of any finished, non-diverged run, so each of "
@@ -267,37 +269,23 @@ def _timing_lines(groups: list[Group], t: Timing, unit: str, group_keys: list[st
 
 
 def comparisons(groups: list[Group], keys: list[str], field: str, digits: int, unit: str, goal: str) -> list[str]:
-    """One sentence per pair of neighbouring groups, ranked by mean `field`, within each setting of
-    the swept keys other than the cell: their means, difference, and whether the 95% intervals overlap."""
+    """`stats.compare` sentences on the groups' `field`, within each setting of the swept keys other than the cell."""
     by, names = _by_key(keys), short_names(keys)
-    if by is None:
-        return []
-    settings: dict[str, list[tuple[Group, stats.Interval]]] = {}
+    settings: dict[str, list[tuple[str, stats.Interval]]] = {}
     for g in groups:
         ci = g.interval(field)
-        if ci is not None:
-            settings.setdefault(_setting(g, keys, names), []).append((g, ci))
-    word = f" {unit}" if unit in ("ppl", "bpc") else ""
-    better = "lower" if goal == "min" else "higher"
-    out = []
-    for setting, items in settings.items():
-        items.sort(key=lambda item: item[1].mean, reverse=goal == "max")
-        for (ga, a), (gb, b) in zip(items, items[1:]):
-            na, nb = _fmt_value(ga.values[by]), _fmt_value(gb.values[by])
-            diff, overlap = f"{abs(b.mean - a.mean):.{digits}f}{word}", stats.overlap(a, b)
-            pair = f"{na} ({_ci(a, digits, ', n=1')}) and {nb} ({_ci(b, digits, ', n=1')})"
-            if overlap is None:
-                text = f"{pair} differ by {diff}; a group with one run has no interval to compare"
-            elif overlap:
-                text = f"{pair} differ by {diff}, within the 95% intervals (they overlap)"
-            else:
-                text = f"{na} is {better} than {nb} by {diff} ({a.mean:.{digits}f} vs {b.mean:.{digits}f}); " \
-                       f"the 95% intervals do not overlap"
-            out.append(f"- {setting + ': ' if setting else ''}{text}.")
-    return out
+        if by is not None and ci is not None:
+            settings.setdefault(_setting(g, keys, names), []).append((_fmt_value(g.values[by]), ci))
+    return [f"- {setting + ': ' if setting else ''}{sentence}" for setting, items in settings.items()
+            for sentence in stats.compare(items, digits, unit if unit in ("ppl", "bpc") else "", goal)]
 
 
-ANCHOR_FIELDS = ("test_ppl", "valid_ppl", "test_bpc", "valid_bpc", "test_loss", "valid_loss")
+def _verdict(g: Group, anchor: anchors_lib.Anchor | None) -> str:
+    """The `vs published` cell: the anchor's verdict on the group's means of the anchor's fields."""
+    if anchor is None:
+        return "–"
+    measured = {f: statistics.fmean(g.values_of(f)) if g.values_of(f) else None for f in anchor.figures}
+    return f"{anchor.name}: {anchors_lib.verdict(anchor, measured, (g.ok or g.runs)[0].get('corpus'))}"
 
 
 def markdown(rows: list[dict], keys: list[str], title: str, timing: Timing | None = None,
@@ -314,7 +302,8 @@ def markdown(rows: list[dict], keys: list[str], title: str, timing: Timing | Non
     diverged = sum(g.diverged for g in groups)
     head = [names[k] for k in group_keys] + ["hidden", "params"] + [m[0] for m in metrics[:-1]] + \
            [f"{test_column} (95% CI)" if several else test_column] + (["seeds"] if several else []) + \
-           (["diverged"] if diverged else []) + ["steps", "tokens/s", "wall"] + (["vs published"] if any(chosen) else [])
+           (["diverged"] if diverged else []) + ["steps", "tokens/s", "wall"] + \
+           (["vs published"] if any(chosen) else [])
     corpora = sorted({str(r.get("corpus")) for r in done})
     lines = [f"# {title}", "",
              f"{len(rows)} runs: {len(done)} finished, {sum(r['status'] == 'failed' for r in rows)} failed, "
@@ -335,10 +324,9 @@ def markdown(rows: list[dict], keys: list[str], title: str, timing: Timing | Non
         cells += [_mean_std(g.values_of(f), d) for _, f, d in metrics[:-1]] + [_ci(g.interval(test_field), digits)]
         cells += [str(len(g.ok))] if several else []
         cells += [f"{g.diverged} of {len(g.runs)}" if g.diverged else "0"] if diverged else []
-        cells += [_count(first.get("steps")), _mean_of(g.ok, "tokens_per_s", "{:,.0f}"), _mean_of(g.ok, "wall_s", "{:.0f} s")]
-        if any(chosen):
-            measured = {f: statistics.fmean(g.values_of(f)) if g.values_of(f) else None for f in ANCHOR_FIELDS}
-            cells.append(f"{anchor.name}: {anchors_lib.verdict(anchor, measured, first.get('corpus'))}" if anchor else "–")
+        cells += [_count(first.get("steps")), _mean_of(g.ok, "tokens_per_s", "{:,.0f}"),
+                  _mean_of(g.ok, "wall_s", "{:.0f} s")]
+        cells += [_verdict(g, anchor)] if any(chosen) else []
         lines.append("| " + " | ".join(cells) + " |")
     if len({r["metric"] for r in done}) == 1:
         sentences = comparisons(groups, keys, test_field, digits, _unit(done), done[0]["goal"])
@@ -348,8 +336,7 @@ def markdown(rows: list[dict], keys: list[str], title: str, timing: Timing | Non
     used = [anchors_lib.lookup(n) for n in dict.fromkeys(a.name for a in chosen if a)]
     if used:
         lines += ["", "Published anchors (verdict: the group's mean within the relative tolerance):", ""]
-        lines += [f"- `{a.name}` ({a.corpus}, {', '.join(f'{f} {v:g}' for f, v in a.figures.items())}, "
-                  f"± {a.rel_tol * 100:g}%): {a.source}. Checked: {a.checked}." for a in used]
+        lines += [f"- {a.describe()}" for a in used]
     if timing is not None:
         lines += _timing_lines(groups, timing, _unit(done), group_keys, names)
     bad = [r for r in rows if r["status"] != "done"]

@@ -5,7 +5,8 @@ Pure functions over numbers and metrics records (no files), so each is tested on
 - `t_quantile(p, df)`: the Student-t quantile, found by bisection on the t CDF, which is
   computed from the regularized incomplete beta function (continued fraction, modified
   Lentz; Numerical Recipes §6.4). Accurate to ~1e-9 for df >= 1; no scipy needed.
-- `interval(values)`: mean ± t(0.975, n-1) * s / sqrt(n), s the sample std; no half-width for n=1.
+- `interval(values)`: mean ± t(0.975, n-1) * s / sqrt(n), s the sample std; no half-width for n=1;
+  `compare` states in words how the intervals of neighbouring groups relate.
 - `diverged(losses, vocab_size)`: the divergence rule (see its docstring).
 - `curve`, `time_to_target`, `default_target`: the validation curve of a run and the first
   point where it reaches a target value.
@@ -112,6 +113,30 @@ def overlap(a: Interval, b: Interval) -> bool | None:
     if a.half is None or b.half is None:
         return None
     return a.low <= b.high and b.low <= a.high
+
+
+def _mean_text(ci: Interval, digits: int) -> str:
+    return f"{ci.mean:.{digits}f}, n=1" if ci.half is None else f"{ci.mean:.{digits}f} ± {ci.half:.{digits}f}"
+
+
+def compare(items: list[tuple[str, Interval]], digits: int, unit: str = "", goal: str = "min") -> list[str]:
+    """One plain sentence per pair of neighbours when the named intervals are ranked by mean, best
+    first: the means, the difference, and whether the two intervals overlap (a coarse check, not
+    a significance test)."""
+    ranked = sorted(items, key=lambda item: item[1].mean, reverse=goal == "max")
+    unit = f" {unit}" if unit else ""
+    out = []
+    for (na, a), (nb, b) in zip(ranked, ranked[1:]):
+        diff = f"{abs(b.mean - a.mean):.{digits}f}{unit}"
+        pair = f"{na} ({_mean_text(a, digits)}) and {nb} ({_mean_text(b, digits)})"
+        if overlap(a, b) is None:
+            out.append(f"{pair} differ by {diff}; a group with one run has no interval to compare.")
+        elif overlap(a, b):
+            out.append(f"{pair} differ by {diff}, within the {LEVEL:.0%} intervals (they overlap).")
+        else:
+            out.append(f"{na} is {'lower' if goal == 'min' else 'higher'} than {nb} by {diff} "
+                       f"({a.mean:.{digits}f} vs {b.mean:.{digits}f}); the {LEVEL:.0%} intervals do not overlap.")
+    return out
 
 
 # ---- divergence --------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def test_selectors_and_assignment():
     assert anchors.matches("cell=lstm,layers=2,dropout=0.5", group, names)
     assert anchors.matches("model.num_layers=2", group, names)  # the full key works too
     assert not anchors.matches("cell=lstm,layers=1", group, names)
+    assert anchors.matches("*", group, names) and anchors.matches("*", {}, {})  # every group, even of one run
     with pytest.raises(DataError, match="'hidden' is not a swept key"):
         anchors.matches("hidden=200", group, names)
     chosen = anchors.assign({"cell=lstm": "zaremba_small", "cell=lstm,dropout=0.5": "zaremba_medium"}, group, names)
@@ -65,8 +66,8 @@ def test_selectors_and_assignment():
 
 
 def test_flags_and_sweep_config(tmp_path):
-    assert anchors.parse_flags(["cell=lstm=zaremba_small", "cell=gru,layers=2=gal_medium"]) == \
-        {"cell=lstm": "zaremba_small", "cell=gru,layers=2": "gal_medium"}
+    assert anchors.parse_flags(["cell=lstm=zaremba_small", "cell=gru,layers=2=gal_medium", "*=charrnn"]) == \
+        {"cell=lstm": "zaremba_small", "cell=gru,layers=2": "gal_medium", "*": "charrnn"}
     for bad in ("zaremba_small", "=zaremba_small", "lstm=zaremba_small"):
         with pytest.raises(DataError, match="expected NAME=VALUE"):
             anchors.parse_flags([bad])

@@ -267,7 +267,8 @@ def test_bad_anchor_flags_are_one_line_errors(tmp_path, capsys):
     build_bench(tmp_path)
     assert cli.main(["report", str(tmp_path), "--anchor", "cell=lstm=no_such_paper"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnjax: error: unknown anchor 'no_such_paper'; known: zaremba_small") and err.count("\n") == 1
+    assert err.startswith("rnnjax: error: unknown anchor 'no_such_paper'; known: zaremba_small")
+    assert err.count("\n") == 1
     with pytest.raises(DataError, match="'layers' is not a swept key"):
         report.write_report(tmp_path, anchor_flags=["layers=2=zaremba_small"])
     with pytest.raises(DataError, match="--target needs"):

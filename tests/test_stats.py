@@ -101,3 +101,18 @@ def test_default_target_is_the_worst_best_value():
     assert target == 4.5
     assert all(stats.time_to_target(_records(c), target, 1, "loss") for c in ([5.0, 4.0, 3.5], [6.0, 5.0, 4.5]))
     assert stats.default_target([]) is None
+
+
+def test_compare_states_overlap_in_words():
+    a, b, c, one = (stats.Interval(114.6, 0.99, 3), stats.Interval(115.07, 2.74, 3), stats.Interval(140.0, 1.0, 3),
+                    stats.Interval(270.0, None, 1))
+    assert stats.compare([("gru", b), ("lstm", a)], 2, "ppl") == [
+        "lstm (114.60 ± 0.99) and gru (115.07 ± 2.74) differ by 0.47 ppl, within the 95% intervals (they overlap)."]
+    assert stats.compare([("rnn", c), ("gru", b)], 1) == [
+        "gru is lower than rnn by 24.9 (115.1 vs 140.0); the 95% intervals do not overlap."]
+    assert stats.compare([("rnn", one), ("gru", b)], 1, "bpc") == [
+        "gru (115.1 ± 2.7) and rnn (270.0, n=1) differ by 154.9 bpc; a group with one run has no interval to compare."]
+    accuracy = stats.compare([("a", stats.Interval(0.90, 0.01, 3)), ("b", stats.Interval(0.95, 0.01, 3))], 2,
+                             goal="max")
+    assert accuracy == ["b is higher than a by 0.05 (0.95 vs 0.90); the 95% intervals do not overlap."]
+    assert stats.compare([("only", a)], 2) == []
