@@ -12,8 +12,9 @@
     DIR/test_by_cell.png       test metric per group, mean and 95% interval (seeds as points)
     DIR/test_vs_throughput.png test metric against tokens/s, the Pareto front dashed
 
-Diverged runs (`rnnjax.stats.diverged`: a non-finite valid or test loss, or one above ln V,
-worse than a uniform guess over the V-token vocabulary, i.e. perplexity above V; and runs
+Diverged runs (`rnnjax.stats.diverged`: a finished run with a non-finite valid or test loss, or
+one above ln V, worse than a uniform guess over the run's V-token vocabulary (vocab.json), i.e.
+perplexity above V; a finished run of another task with a non-finite headline metric; a run
 that failed on a non-finite loss) are counted per group and left out of every mean.
 
 The swept keys come from `DIR/sweep.json` (written by `rnnjax sweep`), else they are the
