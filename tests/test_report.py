@@ -127,6 +127,10 @@ def test_report_reads_any_set_of_run_directories(tmp_path, capsys):
     legacy = tmp_path / "sine"  # a summary from before the one schema: no task, metric or goal
     write_json_atomic(legacy / "config.json", {"task": "sine"})
     write_json_atomic(legacy / "summary.json", {"test_mse": 5e-7, "num_params": 9, "wall_s": 2.0})
+    blown = tmp_path / "sine_nan"  # another task's non-finite headline metric: diverged
+    write_json_atomic(blown / "config.json", {"task": "sine"})
+    write_json_atomic(blown / "summary.json", {"task": "sine", "metric": "test_mse", "goal": "min",
+                                               "test_mse": float("nan"), "num_params": 9, "wall_s": 2.0})
     damaged = make_run(tmp_path, "damaged", "gru", 1, 1, 1.0)
     (damaged / "summary.json").write_text('{"test_ppl": 3')
     (tmp_path / "notes").mkdir()
@@ -138,6 +142,7 @@ def test_report_reads_any_set_of_run_directories(tmp_path, capsys):
     assert rows["failed"]["status"] == "failed"
     assert rows["echo"]["metric"] == "test_accuracy" and rows["echo"]["goal"] == "max"
     assert rows["sine"]["metric"] == "test_mse" and rows["sine"]["value"] == 5e-7 and rows["sine"]["task"] == "sine"
+    assert rows["sine_nan"]["diverged"] and not rows["sine"]["diverged"] and not rows["echo"]["diverged"]
     assert abs(rows["char"]["test_bpc"] - 0.7 / math.log(2)) < 1e-12
     md = (tmp_path / "results.md").read_text()
     assert "`damaged`: damaged" in md and "`failed`: failed" in md
