@@ -6,7 +6,7 @@
     rnnjax data fetch CORPUS... [--data-dir D] [--mirror URL]
     rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
     rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run]
-    rnnjax report DIR
+    rnnjax report DIR [--out OUT] [--target X] [--anchor SELECTOR=ANCHOR ...]
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
 in ./runs/quickstart; without --workdir a run goes to ./runs/NAME, named by its config
@@ -181,7 +181,8 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def cmd_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from rnnjax import report
 
-    for path in report.write_report(Path(args.workdir), Path(args.out) if args.out else None):
+    for path in report.write_report(Path(args.workdir), Path(args.out) if args.out else None, target=args.target,
+                                    anchor_flags=args.anchor):
         print(f"wrote {path}")
     return 0
 
@@ -235,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory")
     p.add_argument("workdir", help="sweep directory")
     p.add_argument("--out", help="where to write results.* and the plots (default: the sweep directory)")
+    p.add_argument("--target", type=float, help="validation perplexity (word corpora) or bits per character (char "
+                   "corpora) for time to target (default: the highest best-validation value of any finished run)")
+    p.add_argument("--anchor", action="append", default=[], metavar="SELECTOR=ANCHOR",
+                   help="compare the groups matching SELECTOR (e.g. cell=lstm) with a published result of "
+                   "rnnjax.anchors.REGISTRY, e.g. cell=lstm=zaremba_small; repeatable")
     p.set_defaults(func=cmd_report)
     data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
         dest="data_command", required=True)

@@ -1,4 +1,5 @@
-"""rnnjax report: rows, grouped tables (mean ± std over seeds, bits per character) and plots from run dirs."""
+"""rnnjax report: rows, grouped tables (95% intervals over seeds, bits per character, divergence, time to
+target, anchors' verdicts, comparisons) and plots from run dirs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 import statistics
 from pathlib import Path
 
-from rnnjax import cli, config as config_lib, report
+import pytest
+
+from rnnjax import cli, config as config_lib, report, stats
+from rnnjax.errors import DataError
 from rnnjax.files import write_json_atomic
 
 
@@ -55,11 +59,13 @@ def test_rows_and_grouped_table_with_seeds(tmp_path):
     assert all(r["test_bpc"] is None for r in done)  # word level: no bits per character
     failed = [r for r in rows if r["status"] == "failed"]
     assert failed == [{"run": "cell=rnn_tanh,layers=2,seed=0", "model.cell": "rnn_tanh", "seed": 0,
-                       "hidden_size": 200, "status": "failed", "error": "rnnjax: error: boom"}]
+                       "hidden_size": 200, "status": "failed", "error": "rnnjax: error: boom", "diverged": False}]
     md = (tmp_path / "results.md").read_text()
     gru = [math.exp(losses[("gru", s)]) for s in range(3)]
     line = next(ln for ln in md.splitlines() if ln.startswith("| gru "))
-    assert f"{statistics.mean(gru):.2f} ± {statistics.stdev(gru):.2f}" in line and "| 3 |" in line
+    half = stats.t_quantile(0.975, 2) * statistics.stdev(gru) / math.sqrt(3)  # test ppl: 95% interval
+    assert f"{statistics.mean(gru):.2f} ± {half:.2f}" in line and "| 3 |" in line
+    assert f"| {statistics.mean(gru):.2f} ± {statistics.stdev(gru):.2f} |" in line  # best valid: mean ± std
     assert "| cell | hidden | params |" in md and "seeds" in md and "layers" not in md.split("|---")[0]
     assert "`cell=rnn_tanh,layers=2,seed=0`: failed: rnnjax: error: boom" in md
     for png in ("valid_curves.png", "test_by_cell.png"):
@@ -74,9 +80,11 @@ def test_char_corpus_reports_bits_per_character(tmp_path):
     lstm0 = next(r for r in rows if r["run"] == "cell=lstm,layers=2,seed=0")
     assert lstm0["test_bpc"] == losses[("lstm", 0)] / math.log(2)
     md = (out / "results.md").read_text()
-    assert "| test bpc |" in md
+    assert "| test bpc (95% CI) |" in md
     lstm = [losses[("lstm", s)] / math.log(2) for s in range(3)]
-    assert f"{statistics.mean(lstm):.3f} ± {statistics.stdev(lstm):.3f}" in md
+    half = stats.t_quantile(0.975, 2) * statistics.stdev(lstm) / math.sqrt(3)
+    assert f"{statistics.mean(lstm):.3f} ± {half:.3f}" in md
+    assert "## Time to target: valid bpc ≤" in md
 
 
 def test_sweep_file_sets_keys_and_order(tmp_path):
@@ -119,6 +127,10 @@ def test_report_reads_any_set_of_run_directories(tmp_path, capsys):
     legacy = tmp_path / "sine"  # a summary from before the one schema: no task, metric or goal
     write_json_atomic(legacy / "config.json", {"task": "sine"})
     write_json_atomic(legacy / "summary.json", {"test_mse": 5e-7, "num_params": 9, "wall_s": 2.0})
+    blown = tmp_path / "sine_nan"  # another task's non-finite headline metric: diverged
+    write_json_atomic(blown / "config.json", {"task": "sine"})
+    write_json_atomic(blown / "summary.json", {"task": "sine", "metric": "test_mse", "goal": "min",
+                                               "test_mse": float("nan"), "num_params": 9, "wall_s": 2.0})
     damaged = make_run(tmp_path, "damaged", "gru", 1, 1, 1.0)
     (damaged / "summary.json").write_text('{"test_ppl": 3')
     (tmp_path / "notes").mkdir()
@@ -130,6 +142,141 @@ def test_report_reads_any_set_of_run_directories(tmp_path, capsys):
     assert rows["failed"]["status"] == "failed"
     assert rows["echo"]["metric"] == "test_accuracy" and rows["echo"]["goal"] == "max"
     assert rows["sine"]["metric"] == "test_mse" and rows["sine"]["value"] == 5e-7 and rows["sine"]["task"] == "sine"
+    assert rows["sine_nan"]["diverged"] and not rows["sine"]["diverged"] and not rows["echo"]["diverged"]
     assert abs(rows["char"]["test_bpc"] - 0.7 / math.log(2)) < 1e-12
     md = (tmp_path / "results.md").read_text()
     assert "`damaged`: damaged" in md and "`failed`: failed" in md
+
+
+# ---- a converged-benchmark sweep: 3 cells x 3 seeds, curves with wall_s, vocabularies, diverged runs ----
+
+VOCAB = 1000
+BENCH = {  # cell -> per seed: (validation perplexity every 100 steps, test perplexity or "nan")
+    "lstm": [([400, 200, 130, 120], 114.2), ([400, 200, 130, 120], 114.6), ([400, 200, 130, 120], 115.0)],
+    "gru": [([350, 180, 125, 120], 115.0), ([350, 180, 125, 120], 116.2), ([350, 180, 125, 120], 114.0)],
+    "rnn_tanh": [([600, 400, 300, 280], 270.0),
+                 ([600, 450, 5000, 5000], 5000.0),  # finished, worse than uniform over 1000 words: diverged
+                 ([600, 500], None)],  # failed on a non-finite loss: diverged
+}
+
+
+def make_bench_run(root: Path, cell: str, seed: int, valid_ppls: list[float], test_ppl: float | None,
+                   tokens_per_s: float) -> Path:
+    """A word-level run as `rnnjax train` leaves it: one evaluation every 100 steps, 2 s apart."""
+    d = root / f"cell={cell},seed={seed}"
+    config = config_lib.defaults()  # batch 20 x seq_len 20: 400 training tokens per step
+    config.model.cell, config.seed = cell, seed
+    write_json_atomic(d / "config.json", config.to_dict())
+    write_json_atomic(d / "vocab.json", [f"w{i}" for i in range(VOCAB)])
+    with open(d / "metrics.jsonl", "w") as f:
+        for i, ppl in enumerate(valid_ppls, start=1):
+            f.write(json.dumps({"step": 100 * i, "epoch": i / 10, "split": "train", "loss": math.log(ppl) + 0.1,
+                                "tokens_per_s": tokens_per_s}) + "\n")
+            f.write(json.dumps({"step": 100 * i, "epoch": i / 10, "split": "valid", "loss": math.log(ppl),
+                                "perplexity": ppl, "wall_s": 2.0 * i}) + "\n")
+    if test_ppl is None:
+        write_json_atomic(d / "status.json", {"status": "failed", "error": "rnnjax: error: non-finite loss or "
+                                              "gradient at epoch 0.25 (step 250); stopped", "returncode": 3})
+        return d
+    write_json_atomic(d / "summary.json", {
+        "task": "lm", "metric": "test_ppl", "goal": "min", "steps": 100 * len(valid_ppls), "epochs": 0.4,
+        "num_params": {"lstm": 4000, "gru": 3000}.get(cell, 1000), "wall_s": 2.0 * len(valid_ppls) + 1,
+        "tokens_per_s": tokens_per_s, "valid_ppl": valid_ppls[-1], "test_ppl": test_ppl,
+        "best_valid_ppl": min(valid_ppls), "valid_loss": math.log(valid_ppls[-1]), "test_loss": math.log(test_ppl),
+        "corpus": "ptb", "level": "word"})
+    return d
+
+
+def build_bench(root: Path, anchors: str | None = None) -> None:
+    for cell, seeds in BENCH.items():
+        for seed, (curve, test) in enumerate(seeds):
+            make_bench_run(root, cell, seed, curve, test, {"lstm": 900.0, "gru": 1100.0, "rnn_tanh": 2000.0}[cell])
+    sweep = {"keys": ["model.cell", "seed"], "points": [{"name": p.name} for p in sorted(root.iterdir())]}
+    if anchors is not None:
+        config = root / "bench_config.py"
+        config.write_text(f"ANCHORS = {anchors}\n")
+        sweep["config"] = str(config)
+    write_json_atomic(root / "sweep.json", sweep)
+
+
+def _line(md: str, cell: str) -> str:
+    return next(ln for ln in md.splitlines() if ln.startswith(f"| {cell} |"))
+
+
+def test_benchmark_table_intervals_divergence_and_verdicts(tmp_path):
+    build_bench(tmp_path, anchors='{"cell=lstm": "zaremba_small", "cell=rnn_tanh": "zaremba_small"}')
+    assert cli.main(["report", str(tmp_path), "--anchor", "cell=gru=zaremba_medium",
+                     "--anchor", "cell=rnn_tanh=gal_large"]) == 0
+    rows = {r["run"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert rows["cell=rnn_tanh,seed=1"]["diverged"] and rows["cell=rnn_tanh,seed=1"]["status"] == "done"
+    assert rows["cell=rnn_tanh,seed=2"]["diverged"] and rows["cell=rnn_tanh,seed=2"]["status"] == "failed"
+    assert not rows["cell=lstm,seed=0"]["diverged"] and rows["cell=lstm,seed=0"]["vocab_size"] == VOCAB
+    md = (tmp_path / "results.md").read_text()
+    assert "9 runs: 8 finished, 1 failed, 0 unfinished; 2 diverged" in md
+    assert "| cell | hidden | params | best valid ppl | test ppl (95% CI) | seeds | diverged | steps | tokens/s | " \
+           "wall | vs published |" in md
+    lstm = [114.2, 114.6, 115.0]
+    half = 4.302653 * statistics.stdev(lstm) / math.sqrt(3)
+    line = _line(md, "lstm")
+    assert f"| {statistics.mean(lstm):.2f} ± {half:.2f} | 3 | 0 |" in line
+    assert "| zaremba_small: reproduced (test 114.6 vs 114.5 ± 2%, valid 120.0 vs 120.7 ± 2%) |" in line
+    assert "| zaremba_medium: not reproduced: test 115.1 vs 82.7 ± 2%, valid 120.0 vs 86.2 ± 2% |" in _line(md, "gru")
+    tanh = _line(md, "rnn_tanh")  # one run averaged, two diverged; the flag overrides the config's ANCHORS
+    assert "| 270.00 (n=1) | 1 | 2 of 3 |" in tanh and "| 2,000 |" in tanh
+    assert "gal_large: not reproduced: 270.0 vs 75.2 ± 2%" in tanh
+    assert "- `zaremba_small` (ptb, test_ppl 114.5, valid_ppl 120.7, ± 2%): Zaremba" in md
+    gru_ci = stats.interval([115.0, 116.2, 114.0])
+    assert (f"- lstm ({statistics.mean(lstm):.2f} ± {half:.2f}) and gru ({gru_ci.mean:.2f} ± {gru_ci.half:.2f}) "
+            f"differ by {gru_ci.mean - statistics.mean(lstm):.2f} ppl, within the 95% intervals (they overlap).") in md
+    assert f"- gru ({gru_ci.mean:.2f} ± {gru_ci.half:.2f}) and rnn_tanh (270.00, n=1) differ by " \
+           f"{270 - gru_ci.mean:.2f} ppl; a group with one run has no interval to compare." in md
+
+
+def test_comparison_sentence_when_intervals_do_not_overlap(tmp_path):
+    for seed, test in enumerate((100.0, 101.0, 102.0)):
+        make_bench_run(tmp_path, "lstm", seed, [300, 150], test, 1000.0)
+        make_bench_run(tmp_path, "gru", seed, [300, 160], test + 20, 1000.0)
+    md = (tmp_path / "results.md").read_text() if report.write_report(tmp_path) else ""
+    assert "- lstm is lower than gru by 20.00 ppl (101.00 vs 121.00); the 95% intervals do not overlap." in md
+
+
+def test_time_to_target_default_and_flag(tmp_path):
+    build_bench(tmp_path)
+    report.write_report(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    # Default: the worst best-validation value of a non-diverged run (rnn_tanh seed 0: 280).
+    assert "## Time to target: valid ppl ≤ 280.00" in md and "(the default:" in md
+    assert "| cell | tokens to valid ppl ≤ 280.00 | seconds to valid ppl ≤ 280.00 |" in md
+    assert "| lstm | 80,000 | 4 s |" in md  # step 200 x 400 tokens per step, wall_s 4
+    assert "| rnn_tanh | not reached by 2 of 3 | not reached by 2 of 3 |" in md
+    assert cli.main(["report", str(tmp_path), "--target", "125"]) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "## Time to target: valid ppl ≤ 125.00" in md and "set by `--target`" in md
+    assert "| lstm | 160,000 | 8 s |" in md and "| gru | 120,000 | 6 s |" in md
+    assert "| rnn_tanh | not reached by 3 of 3 |" in md
+
+
+def test_plots_for_a_two_cell_three_seed_sweep(tmp_path):
+    for cell in ("gru", "lstm"):
+        for seed, (curve, test) in enumerate(BENCH[cell]):
+            make_bench_run(tmp_path, cell, seed, [v + 3 * seed for v in curve], test, 1000.0 + 100 * seed)
+    written = report.write_report(tmp_path, tmp_path / "out")
+    names = [p.name for p in written]
+    assert names == ["results.jsonl", "results.md", "valid_curves.png", "test_by_cell.png", "test_vs_throughput.png"]
+    for png in names[2:]:
+        data = (tmp_path / "out" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 15_000, (png, len(data))
+
+
+def test_bad_anchor_flags_are_one_line_errors(tmp_path, capsys):
+    build_bench(tmp_path)
+    assert cli.main(["report", str(tmp_path), "--anchor", "cell=lstm=no_such_paper"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnjax: error: unknown anchor 'no_such_paper'; known: zaremba_small")
+    assert err.count("\n") == 1
+    with pytest.raises(DataError, match="'layers' is not a swept key"):
+        report.write_report(tmp_path, anchor_flags=["layers=2=zaremba_small"])
+    with pytest.raises(DataError, match="--target needs"):
+        make_run(tmp_path / "mixed", "a", "lstm", 1, 0, 1.0)
+        make_run(tmp_path / "mixed", "b", "gru", 1, 0, 1.0, level="char")
+        report.write_report(tmp_path / "mixed", target=3.0)

@@ -1,0 +1,164 @@
+"""The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput.
+
+Every figure gives each cell one colour and one marker (the same in all three), each setting
+of the other swept keys one line style and marker fill, and puts its legend outside the axes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
+
+from rnnjax.plots import pyplot
+from rnnjax.stats import UNITS, Interval, Point
+
+MARKERS = "osD^vPX*<>"
+LINESTYLES = ("-", "--", ":", "-.")
+FILLS = ("full", "none", "left", "top")
+
+
+class Series(NamedTuple):
+    """One group of runs, as the figures draw it."""
+
+    cell: str  # the compared key's value: colour and marker
+    setting: str  # the other swept keys' values ("layers=2, dropout=0.5"): line style
+    curves: list[tuple[list[Point], int | None]]  # per averaged run: validation curve, training tokens per step
+    test: Interval | None
+    seeds: list[float]  # the averaged runs' test values
+    tokens_per_s: float | None
+    diverged: int
+
+    @property
+    def label(self) -> str:
+        return self.cell + (f" ({self.setting})" if self.setting else "") + \
+            (f" [{self.diverged} diverged, left out]" if self.diverged else "")
+
+
+def _styles(series: list[Series]) -> list[dict]:
+    cells = list(dict.fromkeys(s.cell for s in series))
+    settings = list(dict.fromkeys(s.setting for s in series))
+    return [{"color": f"C{cells.index(s.cell) % 10}", "marker": MARKERS[cells.index(s.cell) % len(MARKERS)],
+             "linestyle": LINESTYLES[settings.index(s.setting) % len(LINESTYLES)],
+             "fillstyle": FILLS[settings.index(s.setting) % len(FILLS)]} for s in series]
+
+
+def _band(runs: list[tuple[list[Point], int | None]], wall: bool) -> tuple[np.ndarray, ...] | None:
+    """(x, mean, min, max) over the runs at the steps every run evaluated (all steps if none is shared);
+    x is training tokens, or with `wall` the mean wall-clock seconds of that evaluation."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for points, per_step in runs:
+        for p in points:
+            x = p.wall_s if wall else (p.step * per_step if per_step else None)
+            if x is not None:
+                by_step.setdefault(p.step, []).append((x, p.value))
+    shared = [s for s in sorted(by_step) if len(by_step[s]) == len(runs)] or sorted(by_step)
+    if not shared:
+        return None
+    xy = [np.array(by_step[s]) for s in shared]
+    return (np.array([a[:, 0].mean() for a in xy]), np.array([a[:, 1].mean() for a in xy]),
+            np.array([a[:, 1].min() for a in xy]), np.array([a[:, 1].max() for a in xy]))
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return path
+
+
+def curves(series: list[Series], unit: str, path: Path) -> Path:
+    """Validation curves against training tokens (left) and wall-clock seconds (right)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
+    name = UNITS[unit] + (" (nats)" if unit == "loss" else "")
+    for s, style in zip(series, _styles(series)):
+        for ax, wall in zip(axes, (False, True)):
+            band = _band(s.curves, wall)
+            if band is None:
+                continue
+            x, mean, lo, hi = band
+            ax.plot(x, mean, lw=1.6, ms=4, label=s.label if not wall else None, **style)
+            if len(s.curves) > 1:
+                ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, lw=0)
+    axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 40k, 1.2M
+    axes[0].set_xlabel("training tokens (step × batch size × sequence length)")
+    axes[1].set_xlabel("wall-clock seconds (since the run's last start)")
+    axes[0].set_ylabel(f"validation {name}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if unit == "ppl":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # plain numbers, where there is room
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no evaluation record has wall_s", ha="center", transform=ax.transAxes, color="0.4")
+    fig.suptitle(f"validation {name}: mean over seeds, band min–max over seeds")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def intervals(series: list[Series], ylabel: str, by_name: str, path: Path) -> Path:
+    """The test metric per group: mean with its 95% interval as error bar, each seed a hollow point."""
+    plt = pyplot()
+    cells = list(dict.fromkeys(s.cell for s in series))
+    settings = list(dict.fromkeys(s.setting for s in series))
+    width = 0.8 / max(len(cells), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(settings) * len(cells) + 3), 4.8))
+    labelled = set()
+    for s, style in zip(series, _styles(series)):
+        if s.test is None:
+            continue
+        x = settings.index(s.setting) + (cells.index(s.cell) - (len(cells) - 1) / 2) * width
+        ax.errorbar([x], [s.test.mean], yerr=[s.test.half] if s.test.half else None, fmt=style["marker"],
+                    fillstyle=style["fillstyle"], color=style["color"], ms=8, capsize=5, lw=1.5,
+                    label=None if s.cell in labelled else s.cell)
+        ax.scatter([x] * len(s.seeds), s.seeds, s=22, facecolors="none", edgecolors=style["color"], zorder=3)
+        labelled.add(s.cell)
+    if len(settings) == 1:  # one setting: a tick per cell
+        ax.set_xticks([(i - (len(cells) - 1) / 2) * width for i in range(len(cells))])
+        ax.set_xticklabels(cells, fontsize=8)
+    else:
+        ax.set_xticks(range(len(settings)))
+        ax.set_xticklabels(settings, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} by {by_name}: mean and 95% interval over seeds (hollow: single seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title=by_name, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pareto(series: list[Series], ylabel: str, goal: str, path: Path) -> Path:
+    """The test metric against training throughput, per group; the Pareto front (no group both faster
+    and better) dashed."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    drawn = [(s, style) for s, style in zip(series, _styles(series)) if s.test is not None and s.tokens_per_s]
+    for s, style in drawn:
+        ax.errorbar([s.tokens_per_s], [s.test.mean], yerr=[s.test.half] if s.test.half else None,
+                    fmt=style["marker"], fillstyle=style["fillstyle"], color=style["color"], ms=8, capsize=4,
+                    label=s.label)
+    front, best = [], None
+    sign = 1 if goal == "min" else -1
+    for s, _ in sorted(drawn, key=lambda d: (-d[0].tokens_per_s, sign * d[0].test.mean)):  # fastest, then best
+        if best is None or (s.test.mean < best if goal == "min" else s.test.mean > best):
+            front.append((s.tokens_per_s, s.test.mean))
+            best = s.test.mean
+    if len(front) > 1:
+        ax.plot(*zip(*front), "--", color="0.4", lw=1, zorder=1, label="Pareto front")
+    speeds = [s.tokens_per_s for s, _ in drawn]
+    if speeds and max(speeds) > 10 * min(speeds):
+        ax.set_xscale("log")
+    ax.set_xlabel("training throughput (tokens/s, mean over seeds)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} against throughput ({'lower' if goal == 'min' else 'higher'} is better)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
