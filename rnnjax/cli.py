@@ -47,19 +47,13 @@ def _split_overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[
     return overrides
 
 
-def resolve_config(spec: str, overrides: dict[str, str]) -> config_lib.ConfigDict:
-    config = config_lib.apply_overrides(config_lib.load(config_lib.shipped_config_path(spec)), overrides)
-    config_lib.validate(config)
-    return config
-
-
 def _given_config(args: argparse.Namespace, workdir: Path, overrides: dict[str, str]) -> config_lib.ConfigDict | None:
     """The config `rnnjax train` was asked for; None to continue the run in `workdir` with its own."""
     if args.config:
-        return resolve_config(args.config, overrides)
+        return config_lib.resolve(args.config, overrides)
     state = rundir.describe(workdir)
     if state == "new" or (args.restart and state == "foreign"):
-        return resolve_config(QUICKSTART, overrides)
+        return config_lib.resolve(QUICKSTART, overrides)
     if args.restart:  # start the run in workdir over, with its own config
         config = config_lib.apply_overrides(rundir.saved_config(workdir), overrides)
         config_lib.validate(config)

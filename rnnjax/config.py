@@ -374,6 +374,14 @@ def validate(config: ConfigDict, tasks: tuple[str, ...] = TASKS) -> None:
         refuse("task", " or ".join(repr(t) for t in tasks))
 
 
+def resolve(spec: str, overrides: dict[str, str]) -> ConfigDict:
+    """The config a run is asked for: `spec` (a path or shipped name, `[:preset]`), the overrides
+    applied, every key validated."""
+    config = apply_overrides(load(shipped_config_path(spec)), overrides)
+    validate(config)
+    return config
+
+
 def layer_sizes(config: ConfigDict) -> list[int]:
     m = config.model
     return list(m.layer_sizes) if m.layer_sizes else [m.hidden_size] * m.num_layers

@@ -73,7 +73,7 @@ def test_resume_refuses_model_changes_and_reports_safe_ones(tmp_path, capsys):
 
 
 def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monkeypatch):
-    config = cli.resolve_config("quickstart", {
+    config = config_lib.resolve("quickstart", {
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5",
         "train.on_nonfinite": "rollback"})
     logs = []
@@ -94,7 +94,7 @@ def test_rollback_on_a_nonfinite_loss_restores_halves_lr_and_logs(tmp_path, monk
 
 
 def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    config = cli.resolve_config("quickstart", {
+    config = config_lib.resolve("quickstart", {
         **{k: str(v) for k, v in TINY.items()}, "train.max_steps": "14", "checkpoint.every_steps": "5"})
     poison_before(monkeypatch, 8)
     with pytest.raises(NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rnnjax import config as config_lib, rundir
-from rnnjax.cli import resolve_config
+from rnnjax.config import resolve as resolve_config
 from rnnjax.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, data
+from rnnjax import cli, config as config_lib, data
 from rnnjax.data import corpora, fetch
 from rnnjax.errors import DataError
 
@@ -154,7 +154,7 @@ def test_training_never_downloads(monkeypatch, tmp_path):
         raise AssertionError("a download was attempted")
 
     monkeypatch.setattr(fetch.urllib.request, "urlopen", no_network)
-    config = cli.resolve_config("ptb:small", {})
+    config = config_lib.resolve("ptb:small", {})
     with pytest.raises(DataError) as e:
         data.load_corpus(config, tmp_path / "empty")
     assert f"rnnjax data fetch ptb --data-dir {tmp_path / 'empty'}" in str(e.value)

@@ -12,7 +12,8 @@ import pytest
 
 from rnnjax import batching, optim
 from rnnjax.data import synthetic
-from rnnjax.cli import main, resolve_config
+from rnnjax.cli import main
+from rnnjax.config import resolve as resolve_config
 from rnnjax.model import make_lm
 from rnnjax.rundir import read_metrics
 
