@@ -67,7 +67,7 @@ def test_installed_wheel_finds_shipped_configs(wheel, tmp_path):
             unknown = str(e)
         print(json.dumps({"rnnjax": rnnjax.__file__, "spec": spec,
                           "hidden_size": config.load(spec).model.hidden_size,
-                          "quickstart_steps": cli.resolve_config("quickstart", {"train.max_steps": "5"}).train.max_steps,
+                          "quickstart_steps": config.resolve("quickstart", {"train.max_steps": "5"}).train.max_steps,
                           "sweep": config.load(config.shipped_config_path("sweeps/quick")).model.hidden_size,
                           "unknown": unknown}))
     """)
