@@ -192,7 +192,9 @@ def test_two_processes_resume_on_four_devices_and_write_one_set_of_outputs(drive
     assert [e["rc"] for e in ends] == [0, 0]
     assert [e["rows"] for e in ends] == [[0, 8], [8, 16]]
     assert "resuming from the checkpoint at step 4" in results[0][0]
-    assert [line for line in results[1][0].splitlines() if "[Gloo]" not in line] == []  # only process 0 prints
+    # Only process 0 prints. (Gloo's C++ lines go straight to fd 1 in every process, and can arrive
+    # torn into fragments such as "1", so the check is that none of rnnjax's own lines are there.)
+    assert not any(word in results[1][0] for word in ("run directory", "resuming", "step ", "test_ppl", "wrote"))
     summary = json.loads((workdir / "summary.json").read_text())
     assert (summary["num_processes"], summary["num_devices"]) == (2, 4)
     records = (workdir / "metrics.jsonl").read_text().splitlines()
