@@ -113,15 +113,10 @@ def total_steps(config: ConfigDict, steps_per_epoch: int) -> int:
 class Due(NamedTuple):
     """Which periodic actions are due after a step; a step with none of them never waits for the device."""
 
-    log: bool  # a train record in metrics.jsonl
     force_log: bool  # a train record even off the log_every grid (epoch ends, evaluations, the last step)
     eval: bool  # a validation pass (and a sample, with eval.sample_length)
-    save: bool  # a checkpoint
+    save: bool  # a checkpoint; every other action comes with one, so the host syncs only then
     stop: bool  # a signal asked to stop: checkpoint, then leave
-
-    @property
-    def any(self) -> bool:
-        return self.save  # every other action comes with a checkpoint, so the host syncs only then
 
 
 def due(step: int, total_steps: int, steps_per_epoch: int, config: ConfigDict, ckpts: checkpoint.Checkpoints,
@@ -137,7 +132,7 @@ def due(step: int, total_steps: int, steps_per_epoch: int, config: ConfigDict, c
         end_of_epoch and (step // steps_per_epoch) % config.eval.every_epochs == 0)
     boundary = end_of_epoch or last or every(config.eval.every_steps)
     save = boundary or evaluate or stop is not None or every(config.checkpoint.every_steps) or ckpts.due(step)
-    return Due(every(config.train.log_every), boundary, evaluate, save, stop is not None and not last)
+    return Due(boundary, evaluate, save, stop is not None and not last)
 
 
 def _abstract(tree: Any) -> Any:
@@ -295,7 +290,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
                     step, pending = nonfinite(previous[0]), None
                     continue
                 now = due(step, total, spe, config, ckpts, stop.received)
-                if not now.any:
+                if not now.save:
                     continue
                 pending = None
                 if not record(step, metrics, force=now.force_log):
