@@ -7,7 +7,6 @@ config files start from it and change values, so the key set is the same everywh
 
 from __future__ import annotations
 
-import ast
 import codecs
 import difflib
 import importlib.resources
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from rnnjax import cells
 from rnnjax.errors import ConfigError
@@ -221,29 +222,6 @@ def _suggest(key: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _parse_value(text: str, current):
-    """Turn the override text into the type of the key's current value."""
-    if isinstance(current, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError("expected true or false")
-    if isinstance(current, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise ValueError(f"expected {type(current).__name__}") from None
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(current, tuple) and isinstance(value, (list, int)):
-        value = tuple(value) if isinstance(value, list) else (value,)
-    if type(value) is not type(current):
-        raise ValueError(f"expected {type(current).__name__}, got {type(value).__name__}")
-    return value
-
-
 def set_key(config: ConfigDict, key: str, value) -> None:
     """config['a.b.c'] = value, walking the nested ConfigDicts."""
     *parents, leaf = key.split(".")
@@ -253,19 +231,30 @@ def set_key(config: ConfigDict, key: str, value) -> None:
 
 
 def apply_overrides(config: ConfigDict, overrides: dict[str, str]) -> ConfigDict:
-    """Apply {'train.max_steps': '1000', ...} to a copy of `config`; one-line errors."""
+    """Apply {'train.max_steps': '1000', ...} to a copy of `config`; one-line errors.
+
+    The texts are parsed by `ml_collections.config_flags`, as `--config.KEY=VALUE` flags of
+    a Flax example are: each into the type of the key's current value (`1` for a float key
+    is 1.0; `true`/`false`/`1`/`0` for a bool; `200,100` or `(200, 100)` for a tuple).
+    """
     config = ConfigDict(config.to_dict())
+    config.lock()
     known = flatten(config)
-    for key, text in overrides.items():
+    for key in overrides:
         if key not in known:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
-        try:
-            value = _parse_value(text, known[key])
-        except (ValueError, SyntaxError) as e:
-            raise ConfigError(f"bad value {text!r} for config key {key!r}: {e}") from None
-        set_key(config, key, value)
-    config.lock()
-    return config
+    if not overrides:
+        return config
+    argv = ["rnnjax", *(f"--config.{key}={text}" for key, text in overrides.items())]
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv)
+    try:
+        flag_values(argv)
+    except flags.Error as e:  # "flag --config.KEY=TEXT: why"
+        key, _, text = str(e).removeprefix("flag --config.").partition(": ")[0].partition("=")
+        expected = "true or false" if isinstance(known[key], bool) else type(known[key]).__name__
+        raise ConfigError(f"bad value {text!r} for config key {key!r}: expected {expected}") from None
+    return flag_values.config
 
 
 def _one_of(*allowed):

@@ -35,6 +35,18 @@ def test_overrides_are_typed():
     assert c.model.cell == "gru" and c.model.tie_embeddings is True and c.model.layer_sizes == (64, 32)
 
 
+@pytest.mark.parametrize("text", ["64,32", "(64, 32)", "[64, 32]"])
+def test_tuple_overrides_take_every_config_flags_spelling(text):
+    assert resolve_config("quickstart", {"model.layer_sizes": text}).model.layer_sizes == (64, 32)
+
+
+def test_overrides_leave_the_given_config_alone():
+    base = resolve_config("quickstart", {})
+    changed = config_lib.apply_overrides(base, {"model.cell": "gru", "model.tie_embeddings": "1"})
+    assert (changed.model.cell, changed.model.tie_embeddings) == ("gru", True)
+    assert base.model.cell != "gru" and base.model.tie_embeddings is False
+
+
 def test_unknown_key_suggests_the_closest():
     with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step' \(did you mean 'train.max_steps'\?\)"):
         resolve_config("quickstart", {"train.max_step": "10"})
@@ -42,7 +54,7 @@ def test_unknown_key_suggests_the_closest():
 
 @pytest.mark.parametrize("key,value,match", [
     ("train.batch_size", "twenty", "bad value 'twenty' for config key 'train.batch_size': expected int$"),
-    ("train.batch_size", "2.5", "expected int, got float"),
+    ("train.batch_size", "2.5", "bad value .2.5. for config key .train.batch_size.: expected int"),
     ("model.tie_embeddings", "maybe", "expected true or false"),
     ("model.dropout", "1.5", r"'model.dropout' = 1.5: expected in \[0, 1\)"),
     ("train.optimizer", "lbfgs", "'train.optimizer' = 'lbfgs'"),
