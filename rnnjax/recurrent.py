@@ -146,23 +146,33 @@ def apply_dropout(key: Array | None, rate: float, x: Array, variational: bool) -
     return x * dropout_mask(key, rate, shape).astype(x.dtype)
 
 
-def init_stack(cell: Cell, key: Array, input_size: int, sizes: Sequence[int]) -> list[Params]:
-    """Parameters for a stack of layers with hidden sizes `sizes` (may differ per layer)."""
-    keys = jax.random.split(key, len(sizes))
+def init_stack(cell: Cell, key: Array, input_size: int, sizes: Sequence[int],
+               bidirectional: bool = False) -> list:
+    """Parameters for a stack of layers with hidden sizes `sizes` (may differ per layer).
+
+    Bidirectional: each layer is a (forward, reverse) pair of cell parameters, and the
+    layer above reads both directions' outputs (2H wide).
+    """
     params, n_in = [], input_size
-    for k, h in zip(keys, sizes):
-        params.append(cell.init(k, n_in, h))
-        n_in = h
+    for k, h in zip(jax.random.split(key, len(sizes)), sizes):
+        if bidirectional:
+            k_fwd, k_bwd = jax.random.split(k)
+            params.append((cell.init(k_fwd, n_in, h), cell.init(k_bwd, n_in, h)))
+        else:
+            params.append(cell.init(k, n_in, h))
+        n_in = 2 * h if bidirectional else h
     return params
 
 
-def stack_initial_carry(cell: Cell, batch_size: int, sizes: Sequence[int]) -> list[Any]:
-    return [cell.initial_carry((batch_size,), h) for h in sizes]
+def stack_initial_carry(cell: Cell, batch_size: int, sizes: Sequence[int], bidirectional: bool = False) -> list:
+    """Zero carries for `run_stack`: one per layer, a (forward, reverse) pair when bidirectional."""
+    carries = [cell.initial_carry((batch_size,), h) for h in sizes]
+    return [(c, c) for c in carries] if bidirectional else carries
 
 
 def run_stack(
     cell: Cell,
-    params: Sequence[Params],
+    params: Sequence[Any],
     carries: Sequence[Any],
     xs: Array,
     *,
@@ -172,18 +182,22 @@ def run_stack(
     key: Array | None = None,
     scan_unroll: int = 1,
     fast: bool = False,
+    bidirectional: bool = False,
 ) -> tuple[list[Any], Array]:
     """Run a layer stack over `xs` [T, B, I]; returns (carries, top-layer outputs).
 
     Dropout (when `key` is given) sits on the non-recurrent connections only, as in
-    Zaremba et al. 2014: on each layer's input and on the top layer's output.
+    Zaremba et al. 2014: on each layer's input and on the top layer's output. A
+    bidirectional stack (params and carries from `init_stack`/`stack_initial_carry` with
+    `bidirectional=True`) runs each layer with `run_bidirectional`.
     """
     keys = [None] * (len(params) + 1) if key is None else list(jax.random.split(key, len(params) + 1))
+    layer = run_bidirectional if bidirectional else unroll
     new_carries = []
     h = xs
     for layer_params, carry, k in zip(params, carries, keys):
         h = apply_dropout(k, dropout, h, variational)
-        carry, h = unroll(cell, layer_params, carry, h, lengths=lengths, scan_unroll=scan_unroll, fast=fast)
+        carry, h = layer(cell, layer_params, carry, h, lengths=lengths, scan_unroll=scan_unroll, fast=fast)
         new_carries.append(carry)
     return new_carries, apply_dropout(keys[-1], dropout, h, variational)
 
@@ -196,8 +210,10 @@ def run_bidirectional(
     *,
     lengths: Array | None = None,
     scan_unroll: int = 1,
+    fast: bool = False,
 ) -> tuple[tuple[Any, Any], Array]:
     """One bidirectional layer: forward and reverse unrolls, outputs concatenated [T, B, 2H]."""
-    fwd_c, fwd_y = unroll(cell, params[0], carries[0], xs, lengths=lengths, scan_unroll=scan_unroll)
-    bwd_c, bwd_y = unroll(cell, params[1], carries[1], xs, lengths=lengths, reverse=True, scan_unroll=scan_unroll)
+    fwd_c, fwd_y = unroll(cell, params[0], carries[0], xs, lengths=lengths, scan_unroll=scan_unroll, fast=fast)
+    bwd_c, bwd_y = unroll(cell, params[1], carries[1], xs, lengths=lengths, reverse=True, scan_unroll=scan_unroll,
+                          fast=fast)
     return (fwd_c, bwd_c), jnp.concatenate([fwd_y, bwd_y], axis=-1)

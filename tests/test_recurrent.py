@@ -83,6 +83,25 @@ def test_stack_with_different_layer_sizes_and_bidirectional():
     np.testing.assert_allclose(y_bi, jnp.concatenate([h1, y_rev], -1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_bidirectional_stack_is_forward_and_time_flipped_stacks_layer_by_layer(name):
+    """Layer 1's reverse half equals a forward unroll of the time-flipped input; layer 2 reads both halves."""
+    cell = cells.get_cell(name)
+    sizes = [6, 3]
+    params = recurrent.init_stack(cell, jax.random.key(0), I, sizes, bidirectional=True)
+    carries = recurrent.stack_initial_carry(cell, B, sizes, bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (T, B, I))
+    out_c, ys = recurrent.run_stack(cell, params, carries, xs, bidirectional=True)
+    assert ys.shape == (T, B, 6) and [(f.h.shape, b.h.shape) for f, b in out_c] == [((B, 6), (B, 6)), ((B, 3), (B, 3))]
+    h = xs
+    for (p_fwd, p_bwd), (c_fwd, c_bwd) in zip(params, carries):
+        f_c, f_y = recurrent.unroll(cell, p_fwd, c_fwd, h)
+        b_c, b_y = recurrent.unroll(cell, p_bwd, c_bwd, h[::-1])
+        h = jnp.concatenate([f_y, b_y[::-1]], -1)
+    np.testing.assert_allclose(ys, h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_c[-1][1].h, b_c.h, rtol=1e-5, atol=1e-6)
+
+
 def test_dropout_off_without_key_and_deterministic_with_key():
     cell, params, carry, xs = setup("lstm")
     stack = [params, cell.init(jax.random.key(3), H, H)]

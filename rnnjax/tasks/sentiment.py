@@ -89,35 +89,20 @@ def make_classifier(config: ConfigDict, vocab_size: int) -> Classifier:
     n_features = sizes[-1] * (2 if bidirectional else 1)
 
     def init(key: Array) -> dict:
-        k_embed, k_fwd, k_bwd, k_out = jax.random.split(key, 4)
-        if bidirectional:
-            in_sizes = [n_embed] + [2 * h for h in sizes[:-1]]
-            layers = [(cell.init(kf, n, h), cell.init(kb, n, h)) for kf, kb, n, h in
-                      zip(jax.random.split(k_fwd, len(sizes)), jax.random.split(k_bwd, len(sizes)), in_sizes, sizes)]
-        else:
-            layers = recurrent.init_stack(cell, k_fwd, n_embed, sizes)
+        k_embed, k_layers, _, k_out = jax.random.split(key, 4)  # 4 keys: the same draws as before the stacks moved
         bound = 1.0 / n_features**0.5
         return {"embed": jax.random.uniform(k_embed, (vocab_size, n_embed), jnp.float32, -0.1, 0.1),
-                "layers": layers,
+                "layers": recurrent.init_stack(cell, k_layers, n_embed, sizes, bidirectional),
                 "out": {"w": jax.random.uniform(k_out, (n_features,), jnp.float32, -bound, bound),
                         "b": jnp.zeros((), jnp.float32)}}
 
     def apply(params: dict, ids: Array, lengths: Array, key: Array | None = None) -> Array:
         x = params["embed"][ids.T]  # [T, B, E]
-        batch = ids.shape[0]
-        if bidirectional:
-            keys = [None] * (len(sizes) + 1) if key is None else list(jax.random.split(key, len(sizes) + 1))
-            h = x
-            for layer, size, k in zip(params["layers"], sizes, keys):
-                h = recurrent.apply_dropout(k, rate, h, variational)
-                carry = cell.initial_carry((batch,), size)
-                (fwd, bwd), h = recurrent.run_bidirectional(cell, layer, (carry, carry), h, lengths=lengths)
-            last, ys = jnp.concatenate([fwd.h, bwd.h], axis=-1), h
-        else:
-            carries = recurrent.stack_initial_carry(cell, batch, sizes)
-            carries, ys = recurrent.run_stack(cell, params["layers"], carries, x, lengths=lengths, dropout=rate,
-                                              variational=variational, key=key)
-            last = carries[-1].h
+        carries = recurrent.stack_initial_carry(cell, ids.shape[0], sizes, bidirectional)
+        carries, ys = recurrent.run_stack(cell, params["layers"], carries, x, lengths=lengths, dropout=rate,
+                                          variational=variational, key=key, bidirectional=bidirectional)
+        top = carries[-1]
+        last = jnp.concatenate([top[0].h, top[1].h], axis=-1) if bidirectional else top.h
         # padded steps output 0, so the sum over time is the sum over real steps
         features = last if pooling == "last" else ys.sum(0) / lengths[:, None].astype(ys.dtype)
         return features @ params["out"]["w"] + params["out"]["b"]
