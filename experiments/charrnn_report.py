@@ -15,12 +15,10 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+from rnnjax.plots import pyplot
+from rnnjax.records import read_metrics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rnnjax.rundir import read_metrics  # noqa: E402
+plt = pyplot()
 
 
 def main() -> None:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+from rnnjax.plots import pyplot
+from rnnjax.records import read_metrics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rnnjax.rundir import read_metrics  # noqa: E402
+plt = pyplot()
 
 
 def main() -> None:

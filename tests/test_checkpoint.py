@@ -14,14 +14,11 @@ import jax.numpy as jnp
 from rnnjax import checkpoint, cli, config as config_lib, loop, rundir, steps
 from rnnjax.tasks import lm
 from rnnjax.errors import DataError, NonFiniteLoss
-from rnnjax.rundir import JsonlMetrics, read_metrics
+from rnnjax.records import JsonlMetrics, read_metrics
 
-TINY = {  # 24 steps per epoch
-    "data.synthetic_train_tokens": 2000, "data.synthetic_eval_tokens": 500,
-    "model.num_layers": 1, "model.hidden_size": 16, "model.embed_size": 8,
-    "train.batch_size": 8, "train.seq_len": 10, "train.optimizer": "sgd", "train.learning_rate": 0.5,
-    "train.schedule": "constant", "train.log_every": 1, "eval.batch_size": 4, "eval.seq_len": 50,
-}
+import tiny
+
+TINY = {**tiny.LM, "train.optimizer": "sgd", "train.learning_rate": 0.5, "train.schedule": "constant"}
 
 
 def args(workdir: Path, config: str | None = "quickstart", **overrides) -> list[str]:

@@ -22,7 +22,9 @@ import pytest
 
 from rnnjax import checkpoint, config as config_lib
 from rnnjax.model import make_lm
-from rnnjax.rundir import read_metrics
+from rnnjax.records import read_metrics
+
+import tiny
 
 DRIVER = """
 import os, pathlib, signal, sys, time
@@ -54,13 +56,9 @@ elif mode == "save":
 sys.exit(cli.main(sys.argv[3:]))
 """
 
-TINY = {  # 24 steps per epoch for either sampling
-    "data.synthetic_train_tokens": 2000, "data.synthetic_eval_tokens": 500,
-    "model.num_layers": 2, "model.hidden_size": 16, "model.embed_size": 8, "model.dropout": 0.3,
-    "train.batch_size": 8, "train.seq_len": 10, "train.num_epochs": 2, "train.optimizer": "adam",
-    "train.learning_rate": 0.01, "train.schedule": "cosine", "train.log_every": 1,
-    "eval.batch_size": 4, "eval.seq_len": 50, "checkpoint.every_steps": 5, "checkpoint.keep": 2,
-}
+TINY = {**tiny.LM,  # 24 steps per epoch for either sampling
+        "model.num_layers": 2, "model.dropout": 0.3, "train.num_epochs": 2, "train.optimizer": "adam",
+        "train.learning_rate": 0.01, "train.schedule": "cosine", "checkpoint.every_steps": 5, "checkpoint.keep": 2}
 TIMINGS = {"tokens_per_s", "wall_s"}
 
 

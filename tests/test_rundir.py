@@ -21,12 +21,10 @@ import pytest
 from rnnjax import checkpoint, config as config_lib, rundir
 from rnnjax.errors import RunDirError
 
+import tiny
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = {  # 24 steps per epoch, a few seconds per run
-    "data.synthetic_train_tokens": 2000, "data.synthetic_eval_tokens": 500,
-    "model.num_layers": 1, "model.hidden_size": 16, "model.embed_size": 8,
-    "train.batch_size": 8, "train.seq_len": 10, "train.log_every": 1, "eval.batch_size": 4, "eval.seq_len": 50,
-}
+TINY = tiny.LM
 
 
 def flags(**overrides) -> list[str]:
