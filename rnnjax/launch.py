@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from rnnjax import config as config_lib
-from rnnjax import rundir
+from rnnjax import records, rundir
 from rnnjax.config import ConfigDict
 from rnnjax.data import load_corpus, resolve_data_dir
 from rnnjax.errors import ConfigError
@@ -192,7 +192,7 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
                 n = counts["finished"]
                 eta = (time.time() - start) / n * (len(todo) - n)
                 if status["status"] == "done":
-                    metric, value = rundir.headline(rundir.read_summary(run_dir))
+                    metric, value = records.headline(rundir.read_summary(run_dir))
                     what = f"{metric} {value:.6g}"
                 elif status["status"] == "interrupted":
                     counts["failed"] += 1

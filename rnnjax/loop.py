@@ -27,7 +27,8 @@ from rnnjax.config import ConfigDict, resume_changes
 from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
 from rnnjax.model import num_params
 from rnnjax.progress import Progress
-from rnnjax.rundir import Run, make_summary, perplexity
+from rnnjax.records import make_summary, perplexity
+from rnnjax.rundir import Run
 
 
 class Preempted(Exception):

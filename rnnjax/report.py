@@ -32,10 +32,10 @@ from typing import Any, NamedTuple
 
 from rnnjax import anchors as anchors_lib
 from rnnjax import config as config_lib
-from rnnjax import report_plots, rundir, stats
+from rnnjax import records, report_plots, rundir, stats
 from rnnjax.errors import DataError
 from rnnjax.files import read_json, write_text_atomic
-from rnnjax.rundir import read_metrics
+from rnnjax.records import read_metrics
 from rnnjax.sweep import short_names
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
@@ -94,7 +94,7 @@ def collect(sweep_dir: Path) -> list[dict]:
         row = {"run": d.name, **{k: cfg.get(k, values.get(k)) for k in keys}}
         row["hidden_size"] = cfg.get("model.hidden_size")
         if summary is not None:
-            metric, value = rundir.headline(summary)
+            metric, value = records.headline(summary)
             row.update(status="done", task=summary.get("task", cfg.get("task", "lm")), metric=metric, value=value,
                        goal=summary.get("goal", "max" if "accuracy" in metric else "min"))
             for field in ("corpus", "level", "cpu"):

@@ -43,7 +43,7 @@ def _env(devices: int, cache: Path) -> dict:
 
 
 def _train_losses(workdir: Path) -> dict[int, float]:
-    from rnnjax.rundir import read_metrics
+    from rnnjax.records import read_metrics
 
     return {r["step"]: r["loss"] for r in read_metrics(workdir / "metrics.jsonl") if r.get("split") == "train"}
 

@@ -21,7 +21,7 @@ from rnnjax import progress as progress_lib
 from rnnjax.tasks import echo, sentiment, sine
 from rnnjax.config import defaults
 from rnnjax.errors import ConfigError
-from rnnjax.rundir import read_metrics
+from rnnjax.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from rnnjax.data import synthetic
 from rnnjax.cli import main
 from rnnjax.config import resolve as resolve_config
 from rnnjax.model import make_lm
-from rnnjax.rundir import read_metrics
+from rnnjax.records import read_metrics
 
 TINY = {"train.max_steps": "30", "model.hidden_size": "16", "model.embed_size": "8", "train.log_every": "10",
         "data.synthetic_train_tokens": "20000", "data.synthetic_eval_tokens": "2000", "train.batch_size": "8",

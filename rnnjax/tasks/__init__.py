@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from rnnjax import loop
-from rnnjax.rundir import SUMMARY, Run, headline
+from rnnjax.records import headline
+from rnnjax.rundir import SUMMARY, Run
 from rnnjax.tasks import echo, lm, sentiment, sine
 
 TASKS: dict[str, Callable[..., loop.Task]] = {"lm": lm.make, "sine": sine.make, "echo": echo.make,

@@ -18,7 +18,8 @@ from rnnjax.checkpoint import LM_BEST
 from rnnjax.config import ConfigDict
 from rnnjax.data import load_corpus
 from rnnjax.model import check_fits, make_lm
-from rnnjax.rundir import Run, perplexity
+from rnnjax.records import perplexity
+from rnnjax.rundir import Run
 
 
 def scores(nll: float) -> dict:

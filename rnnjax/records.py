@@ -1,0 +1,133 @@
+"""What a run records, wherever it goes: the metrics-writer interface and its JSONL backend,
+reading records back, and the one summary schema every task's `summary.json` follows.
+
+`rnnjax.rundir` decides the files' names and when they are written; this module only
+knows what is in them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import platform
+import socket
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import jax
+
+from rnnjax.files import jsonable, write_text_atomic
+
+# Keys every summary.json has, whatever the task; the task adds its own metrics beside them.
+SUMMARY_CORE = ("task", "metric", "goal", "steps", "epochs", "num_params", "wall_s")
+
+
+# ---- metrics -----------------------------------------------------------------------------
+
+class MetricsWriter(Protocol):
+    """Where logged records go; another backend (TensorBoard, W&B) is one more class."""
+
+    records: int  # records written so far, counted from the start of the run
+
+    def write(self, record: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlMetrics:
+    """Append-only `metrics.jsonl`; each record is one line, flushed as it is written.
+
+    `keep=N` first cuts the file to its first N records (atomically): a resumed run drops
+    what was logged after the checkpoint it resumes from, and any torn last line.
+    """
+
+    def __init__(self, path: Path | str, keep: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep is not None:
+            kept = list(itertools.islice(read_metrics(self.path), keep))
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.records = sum(1 for _ in read_metrics(self.path))
+        self._file = open(self.path, "a")
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(jsonable(record)) + "\n")
+        self._file.flush()
+        self.records += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class NoMetrics:
+    """The writer of a process that writes no files (every process of a multi-host run but the first)."""
+
+    def __init__(self, keep: int | None = None):
+        self.records = keep or 0
+
+    def write(self, record: dict) -> None:
+        self.records += 1
+
+    def close(self) -> None:
+        pass
+
+
+def read_metrics(path: Path | str) -> Iterator[dict]:
+    """Records of a `metrics.jsonl`; a torn line (from a kill mid-write) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+# ---- summaries ---------------------------------------------------------------------------
+
+def perplexity(nll: float) -> float:
+    """exp of a mean NLL in nats, capped so a diverged run still records a finite number."""
+    return math.exp(min(nll, 700.0))
+
+
+def cpu_model() -> str:
+    """The CPU's model name (benchmarks record it: the CPU kind changes between machines)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Versions and hardware, recorded in every summary."""
+    return {"jax_version": jax.__version__, "device_kind": jax.devices()[0].device_kind, "cpu": cpu_model(),
+            "host": socket.gethostname(), "python": platform.python_version()}
+
+
+def make_summary(task: str, metric: str, goal: str, core: dict, metrics: dict) -> dict:
+    """One summary schema for every task: `SUMMARY_CORE`, the environment, then the task's metrics.
+
+    `metric` names the task's headline figure (e.g. "test_ppl") and `goal` whether lower
+    ("min") or higher ("max") is better, so reports rank any task's runs the same way.
+    """
+    summary = {"task": task, "metric": metric, "goal": goal, **core, **environment(), **metrics}
+    missing = [k for k in SUMMARY_CORE if k not in summary]
+    if missing or metric not in summary or goal not in ("min", "max"):
+        raise ValueError(f"summary lacks {missing or metric} or has goal {goal!r}")
+    return summary
+
+
+def headline(summary: dict) -> tuple[str, float]:
+    """(metric name, value) of a summary; summaries written before `metric` existed name none."""
+    metric = summary.get("metric") or next(
+        (k for k in ("test_ppl", "test_mse", "test_accuracy", "accuracy") if k in summary), None)
+    value = summary.get(metric) if metric else None
+    return metric or "result", float(value) if isinstance(value, (int, float)) else float("nan")
