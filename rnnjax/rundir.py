@@ -342,7 +342,8 @@ def storage_error(e: OSError, path: Path) -> RunDirError:
     safe = (f"the last complete checkpoint is step {steps[-1]:,} in {path / checkpoint.CHECKPOINTS}"
             if steps else "no checkpoint was completed")
     why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-           errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exhausted"}.get(e.errno, e.strerror)
+           errno.EACCES: "permission denied", errno.EDQUOT: "the disk quota is exhausted",
+           errno.EFBIG: "a file reached its size limit (a full disk or `ulimit -f`)"}.get(e.errno, e.strerror)
     where = e.filename or path
     return RunDirError(f"{where}: cannot write: {why}; {safe}; fix that and run the same command to continue")
 

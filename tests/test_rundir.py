@@ -31,12 +31,15 @@ def flags(**overrides) -> list[str]:
     return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
 
 
-def rnnjax(*args: str, cwd: Path = REPO, umask: int | None = None, wait: bool = True):
+def rnnjax(*args: str, cwd: Path = REPO, umask: int | None = None, max_file_kb: int | None = None,
+           wait: bool = True):
     """`python -m rnnjax ARGS` in a subprocess: (exit code, stdout, stderr), or the Popen when not `wait`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "rnnjax", *args]
     if umask is not None:  # set by a shell, not preexec_fn (a fork of this multithreaded JAX process)
         cmd = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *cmd]
+    if max_file_kb is not None:  # a disk that fills up: writes past the limit fail (EFBIG), as on a full disk
+        cmd = ["sh", "-c", f'trap "" XFSZ && ulimit -f {2 * max_file_kb} && exec "$0" "$@"', *cmd]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
@@ -228,6 +231,19 @@ def test_environment_faults_are_one_line(tmp_path):
     rc, _, err = rnnjax("train", "--workdir", str(tmp_path / "huge"), "--config.model.hidden_size=2000000",
                         "--config.model.embed_size=8")
     assert rc == 2 and "memory" in one_line_error(err)
+
+
+def test_a_full_disk_is_one_line_naming_the_last_checkpoint_and_the_run_continues(tmp_path):
+    run = tmp_path / "run"
+    longer = flags(**{"data.synthetic_train_tokens": 20000, "checkpoint.every_steps": 20})  # 3 epochs, 747 steps
+    rc, _, err = rnnjax("train", "--workdir", str(run), *longer, max_file_kb=20)  # metrics.jsonl fills 20 KB first
+    line = one_line_error(err)
+    assert rc == 2 and "cannot write: a file reached its size limit" in line, line
+    step = int(line.split("the last complete checkpoint is step ")[1].split()[0])
+    assert step > 0 and step in checkpoint.saved_steps(run)
+    rc, out, err = rnnjax("train", "--workdir", str(run), *longer)
+    assert rc == 0 and f"step {step:,}" in out, out + err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 747
 
 
 def test_a_damaged_token_cache_is_rebuilt(tmp_path, monkeypatch):
