@@ -269,14 +269,29 @@ def _timing_lines(groups: list[Group], t: Timing, unit: str, group_keys: list[st
     return lines
 
 
+def _tied_to(by: str, groups: list[Group]) -> set[str]:
+    """Swept keys whose value follows from `by`'s (zipped with it, e.g. each cell's own learning rate)."""
+    seen: dict[str, dict] = {}
+    for g in groups:
+        for k, v in g.values.items():
+            seen.setdefault(k, {}).setdefault(repr(g.values[by]), set()).add(repr(v))
+    return {k for k, per in seen.items() if k != by and all(len(vs) == 1 for vs in per.values())
+            and len(set().union(*per.values())) > 1}
+
+
 def comparisons(groups: list[Group], keys: list[str], field: str, digits: int, unit: str, goal: str) -> list[str]:
-    """`stats.compare` sentences on the groups' `field`, within each setting of the swept keys other than the cell."""
+    """`stats.compare` sentences on the groups' `field`, within each setting of the swept keys other than the
+    cell and those that follow from it (zipped with it), which go with the cell's name."""
     by, names = _by_key(keys), short_names(keys)
+    tied = _tied_to(by, groups) if by is not None else set()
     settings: dict[str, list[tuple[str, stats.Interval]]] = {}
     for g in groups:
         ci = g.interval(field)
         if by is not None and ci is not None:
-            settings.setdefault(_setting(g, keys, names), []).append((_fmt_value(g.values[by]), ci))
+            label = _fmt_value(g.values[by]) + "".join(f" ({names[k]}={_fmt_value(g.values[k])})" for k in
+                                                       g.values if k in tied)
+            setting = ", ".join(f"{names[k]}={_fmt_value(g.values[k])}" for k in g.values if k != by and k not in tied)
+            settings.setdefault(setting, []).append((label, ci))
     return [f"- {setting + ': ' if setting else ''}{sentence}" for setting, items in settings.items()
             for sentence in stats.compare(items, digits, unit if unit in ("ppl", "bpc") else "", goal)]
 

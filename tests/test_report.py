@@ -280,3 +280,12 @@ def test_bad_anchor_flags_are_one_line_errors(tmp_path, capsys):
         make_run(tmp_path / "mixed", "a", "lstm", 1, 0, 1.0)
         make_run(tmp_path / "mixed", "b", "gru", 1, 0, 1.0, level="char")
         report.write_report(tmp_path / "mixed", target=3.0)
+
+
+def test_a_key_zipped_with_the_cell_goes_with_its_name_in_comparisons(tmp_path):
+    """Each cell at its own value of another key (its chosen learning rate, say) is still compared."""
+    for seed in (0, 1, 2):
+        make_run(tmp_path, f"cell=lstm,layers=2,seed={seed}", "lstm", 2, seed, 1.0 + 0.01 * seed)
+        make_run(tmp_path, f"cell=gru,layers=1,seed={seed}", "gru", 1, seed, 1.5 + 0.01 * seed)
+    md = (tmp_path / "results.md").read_text() if report.write_report(tmp_path) else ""
+    assert "- lstm (layers=2) is lower than gru (layers=1) by" in md, md
