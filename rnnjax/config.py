@@ -29,8 +29,8 @@ ConfigDict = ml_collections.ConfigDict
 TASKS = ("lm", "sine", "echo", "sentiment")  # what `rnnjax train` can run (rnnjax.tasks)
 # Keys a resumed run may change: they decide how long to train and what to log or keep,
 # not what any step computes.
-SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.log_every", "train.on_nonfinite", "eval.every_epochs",
-             "eval.every_steps", "eval.sample_length", "eval.sample_prime")
+SAFE_KEYS = ("train.max_steps", "train.num_epochs", "train.patience", "train.log_every", "train.on_nonfinite",
+             "eval.every_epochs", "eval.every_steps", "eval.sample_length", "eval.sample_prime")
 SAFE_PREFIXES = ("checkpoint.", "parallel.")  # parallel.*: where steps run, not what they compute
 
 
@@ -73,6 +73,8 @@ def defaults() -> ConfigDict:
     c.train.seq_len = 20
     c.train.num_epochs = 1
     c.train.max_steps = -1  # >0 caps the run whatever num_epochs says
+    c.train.patience = 0  # >0: stop once validation has not improved for this many evaluations (then the
+    # test split is scored with the best-validation checkpoint's parameters); 0: train every step
     c.train.optimizer = "sgd"  # "sgd" | "adam" | "adamw"
     c.train.learning_rate = 1.0
     c.train.weight_decay = 0.0
@@ -306,6 +308,7 @@ CHECKS = [
     ("train.seq_len", *_AT_LEAST_1),
     ("train.num_epochs", *_AT_LEAST_1),
     ("train.max_steps", (lambda v: v == -1 or v >= 1), "-1 (no cap) or positive"),
+    ("train.patience", (lambda v: v >= 0), "0 (off) or positive"),
     ("train.optimizer", *_one_of("sgd", "adam", "adamw")),
     ("train.learning_rate", *_POSITIVE),
     ("train.weight_decay", (lambda v: v >= 0), "0 or positive"),
@@ -359,6 +362,9 @@ def validate(config: ConfigDict, tasks: tuple[str, ...] = TASKS) -> None:
         refuse("data.synthetic_branching", f"at most data.synthetic_vocab_size = {config.data.synthetic_vocab_size}")
     if config.sine.train_points <= config.sine.window:
         refuse("sine.train_points", f"more than sine.window = {config.sine.window}")
+    if config.train.patience > 0 and config.checkpoint.keep_best < 1:
+        refuse("checkpoint.keep_best", "at least 1 with train.patience > 0 (the test split is scored with the "
+                                       "best-validation checkpoint)")
     if config.task not in tasks:
         refuse("task", " or ".join(repr(t) for t in tasks))
 

@@ -10,7 +10,9 @@ model, objective, batches and evaluation; everything else is here. Metrics are r
 late, so the host never waits for the device except when an action is due. Periodic actions: a train record every `train.log_every` steps; validation
 every `eval.every_epochs` epochs and `eval.every_steps` steps; a checkpoint at every
 validation and epoch end, every `checkpoint.every_steps` steps, when
-`checkpoint.every_secs` have passed, and on SIGTERM / SIGINT (then the loop stops).
+`checkpoint.every_secs` have passed, and on SIGTERM / SIGINT (then the loop stops). With
+`train.patience` the loop also stops once that many evaluations in a row have not improved on
+the best one before them (early stopping; `stalled`).
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ def total_steps(config: ConfigDict, steps_per_epoch: int) -> int:
     """`train.num_epochs` epochs, capped by `train.max_steps` when that is set."""
     t = config.train
     return min(steps_per_epoch * t.num_epochs, t.max_steps) if t.max_steps > 0 else steps_per_epoch * t.num_epochs
+
+
+def stalled(history: list, patience: int, mode: str) -> bool:
+    """Whether the last `patience` evaluations were all no better than the best before them.
+
+    `history` holds the values of the task's `best` metric, oldest first; `mode` is "min" or
+    "max". A non-finite value never counts as better. Always False when `patience` is 0.
+    """
+    if patience <= 0 or len(history) <= patience:
+        return False
+    pick, sign = (min, 1.0) if mode == "min" else (max, -1.0)
+    best = pick(history[:-patience])
+    return not any(sign * v < sign * best for v in history[-patience:])
 
 
 class Due(NamedTuple):
@@ -280,7 +295,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
     step, pending = start, None  # pending: the step in flight, read one step later (keeps dispatch async)
     try:
         with StopSignals() as stop:
-            while step < total:
+            while step < total and not stalled(tally.history, t.patience, task.best[1]):
                 epoch, index = divmod(step, spe)
                 if task.fresh_carry(index):
                     state = state._replace(carry=new_carry())
@@ -306,6 +321,9 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
                     raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; checkpoint written "
                                     f"to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
         train_wall = time.time() - t0
+        if step < total:
+            log(f"early stop at {position(step, spe)}: {task.best[0]} has not improved for {t.patience} "
+                f"evaluations (train.patience)")
 
         # ---- The task's final evaluation, and the summary.
         def best_params() -> tuple[Any, int]:
@@ -317,10 +335,11 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         records, metrics = task.finish(parallel.local_copy(state.params), best_params, tally)
     finally:
         ckpts.close()
-    write(records, total)
+    write(records, step)
     metrics_log.close()
-    core = {"steps": total, "epochs": total / spe, "num_params": n_params, "wall_s": time.time() - t0,
-            **({"tokens_per_s": (total - start) * task.tokens_per_step / max(train_wall, 1e-9)}
+    core = {"steps": step, "epochs": step / spe, "planned_steps": total, "num_params": n_params,
+            "wall_s": time.time() - t0,
+            **({"tokens_per_s": (step - start) * task.tokens_per_step / max(train_wall, 1e-9)}
                if task.tokens_per_step else {}),
             "num_devices": layout.mesh.size, "num_processes": jax.process_count()}
     return make_summary(task.name, *task.headline, core, metrics)

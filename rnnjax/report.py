@@ -340,7 +340,7 @@ def markdown(rows: list[dict], keys: list[str], title: str, timing: Timing | Non
         cells += [_mean_std(g.values_of(f), d) for _, f, d in metrics[:-1]] + [_ci(g.interval(test_field), digits)]
         cells += [str(len(g.ok))] if several else []
         cells += [f"{g.diverged} of {len(g.runs)}" if g.diverged else "0"] if diverged else []
-        cells += [_count(first.get("steps")), _mean_of(g.ok, "tokens_per_s", "{:,.0f}"),
+        cells += [_mean_of(g.ok or g.runs, "steps", "{:,.0f}"), _mean_of(g.ok, "tokens_per_s", "{:,.0f}"),
                   _mean_of(g.ok, "wall_s", "{:.0f} s")]
         cells += [_verdict(g, anchor)] if any(chosen) else []
         lines.append("| " + " | ".join(cells) + " |")

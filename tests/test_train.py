@@ -12,6 +12,7 @@ import pytest
 
 from rnnjax import batching, optim
 from rnnjax.data import synthetic
+from rnnjax.loop import stalled
 from rnnjax.cli import main
 from rnnjax.config import resolve as resolve_config
 from rnnjax.model import make_lm
@@ -126,3 +127,33 @@ def test_tied_embeddings_need_matching_sizes(tmp_path, capsys):
     assert "tie_embeddings" in capsys.readouterr().err
     w = run(tmp_path, "tied", **{"model.tie_embeddings": "true", "model.embed_size": "16", "train.max_steps": "5"})
     assert math.isfinite(json.loads((w / "summary.json").read_text())["valid_ppl"])
+
+
+def test_stalled_counts_evaluations_without_improvement():
+    assert not stalled([3.0, 2.0, 2.5], 2, "min")
+    assert stalled([3.0, 2.0, 2.5, 2.0], 2, "min")  # equal is not better
+    assert not stalled([3.0, 2.0, 2.5, 1.9], 2, "min")
+    assert stalled([3.0, 2.0, float("nan"), float("inf")], 2, "min")
+    assert stalled([0.5, 0.9, 0.8, 0.9], 2, "max") and not stalled([0.5, 0.9, 0.8, 0.95], 2, "max")
+    assert not stalled([3.0, 4.0, 5.0, 6.0], 0, "min")  # patience 0: never
+    assert not stalled([3.0, 4.0], 2, "min")  # nothing before the last two
+
+
+def test_patience_stops_early_and_tests_the_best_checkpoint(tmp_path, capsys):
+    """A tiny model overfits 2,000 tokens; it stops once validation stalls, and its test score is
+    that of the best-validation step: equal to a run stopped there by max_steps."""
+    overfit = {"train.max_steps": "600", "train.num_epochs": "100", "model.hidden_size": "64", "train.optimizer": "adam",
+               "train.learning_rate": "0.02", "data.synthetic_train_tokens": "2000",
+               "data.synthetic_eval_tokens": "500", "eval.every_steps": "10", "train.log_every": "50",
+               "train.schedule": "constant"}  # a cosine schedule would tie the steps to the planned length
+    w = run(tmp_path, "early", **overfit, **{"train.patience": "3"})
+    assert "early stop at step" in capsys.readouterr().out
+    summary = json.loads((w / "summary.json").read_text())
+    valid = [r for r in read_metrics(w / "metrics.jsonl") if r["split"] == "valid"]
+    ppl = [r["perplexity"] for r in valid]
+    assert summary["steps"] < summary["planned_steps"] == 600 and summary["steps"] == valid[-1]["step"]
+    assert min(ppl[-3:]) >= min(ppl[:-3])
+    best = valid[int(np.argmin(ppl))]
+    assert summary["test_step"] == best["step"] and summary["best_valid_ppl"] == best["perplexity"]
+    cut = run(tmp_path, "cut", **{**overfit, "train.max_steps": str(best["step"])})
+    assert json.loads((cut / "summary.json").read_text())["test_ppl"] == summary["test_ppl"]

@@ -3,7 +3,8 @@
     rnnjax train --config configs/ptb.py:small --workdir runs/ptb_small   # test ppl 114.5 in the paper
 
 Validation perplexity every `eval.every_epochs` epochs (and `eval.every_steps` steps), the
-test split once at the end, each split read as `eval.batch_size` streams with the state
+test split once at the end (with the final parameters, or with `train.patience` the
+best-validation checkpoint's), each split read as `eval.batch_size` streams with the state
 carried; the kept-best checkpoint is the one of lowest validation perplexity.
 """
 
@@ -54,9 +55,11 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
         return loop.Evaluation({"valid": valid}, valid["perplexity"], message)
 
     def finish(params, best_params, tally: loop.Tally) -> tuple[dict, dict]:
+        params, test_step = best_params() if t.patience > 0 else (params, None)
         test = scores(nll(params, "test"))
         valid_nll = tally.last["valid"]["loss"] if tally.last else float("nan")
-        log(f"valid ppl {perplexity(valid_nll):.3f}, test ppl {test['perplexity']:.3f}")
+        at = "" if test_step is None else f" (the best-validation checkpoint, step {test_step:,})"
+        log(f"valid ppl {perplexity(valid_nll):.3f}, test ppl {test['perplexity']:.3f}{at}")
         if corpus.floor_ppl is not None:
             log(f"source floor ppl {corpus.floor_ppl:.3f}: valid ppl is "
                 f"{100 * (perplexity(valid_nll) / corpus.floor_ppl - 1):.1f}% above it")
@@ -66,6 +69,7 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
             "best_valid_ppl": min(tally.history) if tally.history else None,
             "valid_loss": valid_nll,
             "test_loss": test["loss"],
+            "test_step": test_step,  # the best-validation checkpoint's step with train.patience; None: final
             "corpus": corpus.name,
             "level": corpus.level,  # "char": rnnjax report adds bits per character
             "floor_ppl": corpus.floor_ppl,
