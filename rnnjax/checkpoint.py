@@ -241,6 +241,12 @@ class Checkpoints:
     def close(self) -> None:
         self._mngr.close()
 
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def train_items(state: Any, rng: jax.Array) -> dict:
     """What a checkpoint's `train/` item holds, from a TrainState and the step key."""
@@ -253,8 +259,7 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
     workdir = Path(workdir)
     if not has_checkpoints(workdir):
         raise DataError(f"{workdir}: no checkpoint under {workdir / CHECKPOINTS}")
-    ckpts = Checkpoints(workdir, config if config is not None else defaults(), read_only=True, best=best)
-    try:
+    with Checkpoints(workdir, config if config is not None else defaults(), read_only=True, best=best) as ckpts:
         step = ckpts.select(which)
         target = parallel.on_one_device(jax.eval_shape(init, jax.random.key(0)))
         try:
@@ -262,6 +267,4 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files
             raise DataError(f"{ckpts.root / str(step)}: checkpoint at step {step} cannot be read ({_why(e)}); "
                             f"pick another with --checkpoint STEP") from None
-    finally:
-        ckpts.close()
     return params

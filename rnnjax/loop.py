@@ -203,7 +203,6 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
             raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total:,} "
                               f"steps); raise train.num_epochs or train.max_steps")
 
-    ckpts = checkpoint.Checkpoints(workdir, config, log, best=task.best)
     fresh = initial()
     template = (_abstract(fresh.params), _abstract(checkpoint.train_items(fresh, first_key)))
     n_params = num_params(fresh.params)
@@ -217,7 +216,13 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         tally = Tally(**{k: restored.meta[k] for k in Tally._fields})
         return state, jax.random.wrap_key_data(tr["rng"]), tally, restored.meta
 
-    state, step_key, tally, meta = restore_or_init(fresh)
+    ckpts = checkpoint.Checkpoints(workdir, config, log, best=task.best)
+    try:  # from here on the manager's threads are closed on every way out (the loop's `finally` below)
+        state, step_key, tally, meta = restore_or_init(fresh)
+        metrics_log = run.metrics(keep=tally.records)
+    except BaseException:
+        ckpts.close()
+        raise
     del fresh  # donated to the first step
     start = int(state.step)
     if meta is not None:
@@ -227,7 +232,6 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total:
             log(f"warning: the {t.schedule} schedule now spans {total:,} steps instead of {meta['total_steps']:,}")
         log(f"resuming from the checkpoint at {position(start, spe)} in {ckpts.root}")
-    metrics_log = run.metrics(keep=tally.records)
     log(f"{task.describe}, {n_params:,} params; {spe:,} steps/epoch, {total:,} steps")
     progress = Progress(total, tokens_per_step=task.tokens_per_step or 0, log=log)
     t0 = time.time()

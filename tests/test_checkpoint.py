@@ -97,7 +97,8 @@ def test_stop_on_a_nonfinite_loss_names_the_step_and_keeps_the_last_checkpoint(t
     with pytest.raises(NonFiniteLoss, match=r"step 8 .*the last good checkpoint is step 5"):
         with rundir.open_run(tmp_path, config) as run:
             loop.train(lm.make(config, run, Path("."), print), config, run, log=lambda _: None)
-    assert checkpoint.Checkpoints(tmp_path, config, read_only=True).steps() == [1, 5]  # 1: checkpoint.every_secs
+    with checkpoint.Checkpoints(tmp_path, config, read_only=True) as ckpts:
+        assert ckpts.steps() == [1, 5]  # 1: checkpoint.every_secs
 
 
 def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsys):
@@ -106,7 +107,8 @@ def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsy
     summary = json.loads((tmp_path / "summary.json").read_text())
     valid = {r["step"]: r["perplexity"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "valid"}
     best_step = min(valid, key=valid.get)
-    steps = checkpoint.Checkpoints(tmp_path, config_lib.defaults(), read_only=True).steps()
+    with checkpoint.Checkpoints(tmp_path, config_lib.defaults(), read_only=True) as ckpts:
+        steps = ckpts.steps()
     assert steps == sorted({68, 72, best_step})  # the newest two and the best
     capsys.readouterr()
     for which, step in (("best", best_step), ("latest", 72), ("68", 68)):
@@ -188,3 +190,19 @@ def test_eval_of_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "checkpoint at step 6 cannot be read" in err and "--checkpoint STEP" in err
     assert cli.main(["eval", "--workdir", str(tmp_path), "--checkpoint", "3"]) == 0
+
+
+def test_a_refused_resume_still_closes_the_checkpoint_manager(tmp_path, monkeypatch):
+    """An unclosed Orbax manager's threads outlive the run (and warn once its event loop is gone)."""
+    config = config_lib.resolve("quickstart", {**{k: str(v) for k, v in TINY.items()}, "train.max_steps": "6"})
+    with rundir.open_run(tmp_path, config) as run:
+        loop.train(lm.make(config, run, Path("."), print), config, run, log=lambda _: None)
+    (tmp_path / "summary.json").unlink(missing_ok=True)
+    closed, close = [], checkpoint.Checkpoints.close
+    monkeypatch.setattr(checkpoint.Checkpoints, "close", lambda self: (closed.append(self), close(self)))
+    longer = config_lib.apply_overrides(config, {"train.max_steps": "8"})
+    with pytest.raises(DataError, match="the checkpoint's vocab differs"):
+        with rundir.open_run(tmp_path, longer) as run:
+            task = lm.make(longer, run, Path("."), print)
+            loop.train(task._replace(identity={"vocab": ["another"]}), longer, run, log=lambda _: None)
+    assert len(closed) == 1

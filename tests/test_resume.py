@@ -115,7 +115,8 @@ def test_kills_mid_step_mid_save_sigterm_and_a_truncated_checkpoint_resume_bit_i
     assert proc.returncode == 0, proc.stderr
     assert "resuming from the checkpoint at step 20 (epoch 1, batch 20 of 24 done)" in proc.stdout
     assert "stopped by SIGTERM at step 32 (epoch 2, batch 8 of 24 done)" in proc.stdout and "rnnjax train --workdir" in proc.stdout
-    assert checkpoint.Checkpoints(work, config_lib.defaults(), read_only=True).steps()[-1] == 32
+    with checkpoint.Checkpoints(work, config_lib.defaults(), read_only=True) as ckpts:
+        assert ckpts.steps()[-1] == 32
 
     newest = work / "checkpoints" / "32"
     for f in (newest / "params").rglob("*"):

@@ -267,20 +267,16 @@ def test_files_follow_the_umask(tmp_path):
 
 def test_a_checkpoint_is_due_by_wall_time(tmp_path):
     config = config_lib.apply_overrides(config_lib.defaults(), {"checkpoint.every_secs": "1"})
-    ckpts = checkpoint.Checkpoints(tmp_path, config, log=lambda _: None)
-    try:
+    with checkpoint.Checkpoints(tmp_path, config, log=lambda _: None) as ckpts:
         assert ckpts.due(1)  # the first step of a run always has one
         ckpts.save(1, {"w": 1.0}, {"step": 1}, {"step": 1})
         ckpts.wait()
         assert not ckpts.due(2)
         time.sleep(1.1)
         assert ckpts.due(3)
-    finally:
-        ckpts.close()
     off = config_lib.apply_overrides(config, {"checkpoint.every_secs": "0"})
-    ckpts = checkpoint.Checkpoints(tmp_path / "off", off, log=lambda _: None)
-    assert not ckpts.due(1)
-    ckpts.close()
+    with checkpoint.Checkpoints(tmp_path / "off", off, log=lambda _: None) as ckpts:
+        assert not ckpts.due(1)
 
 
 def test_open_run_refuses_a_new_directory_without_a_config(tmp_path):
