@@ -102,12 +102,16 @@ def collect(sweep_dir: Path) -> list[dict]:
             for field in ("num_params", "best_valid_ppl", "valid_ppl", "test_ppl", "tokens_per_s", "wall_s",
                           "steps", "epochs"):
                 row[field] = _number(summary.get(field))
-            for split in ("valid", "test"):  # bits per character, on char corpora only
-                loss = stats.finite(summary.get(f"{split}_loss"))
+            losses = {f"{split}_loss": stats.finite(summary.get(f"{split}_loss")) for split in ("valid", "test")}
+            best = stats.finite(row["best_valid_ppl"])
+            losses["best_valid_loss"] = math.log(best) if best is not None and best > 0 else None
+            if summary.get("test_step") is not None:  # tested at the best checkpoint: its validation goes with it
+                row["valid_ppl"], losses["valid_loss"] = row["best_valid_ppl"], losses["best_valid_loss"]
+            for field, loss in losses.items():  # bits per character, on char corpora only
                 char = summary.get("level") == "char" and loss is not None
-                row[f"{split}_bpc"] = loss / math.log(2) if char else None
-                if f"{split}_loss" in summary:
-                    row[f"{split}_loss"] = loss
+                row[field.replace("_loss", "_bpc")] = loss / math.log(2) if char else None
+                if field in summary or field == "best_valid_loss":
+                    row[field] = loss
             vocab = read_json(d / rundir.VOCAB)
             row["vocab_size"] = len(vocab) if isinstance(vocab, list) else None
             losses = [summary[k] for k in ("valid_loss", "test_loss") if k in summary]
@@ -170,7 +174,7 @@ def _table_metrics(done: list[dict]) -> list[tuple[str, str, int]]:
     runs' headline metric. The last is the test metric the intervals and comparisons are of."""
     if done and all(r.get("task") == "lm" for r in done):
         if any(r.get("level") == "char" for r in done):
-            return [("valid bpc", "valid_bpc", 3), ("test bpc", "test_bpc", 3)]
+            return [("best valid bpc", "best_valid_bpc", 3), ("test nats", "test_loss", 3), ("test bpc", "test_bpc", 3)]
         return [("best valid ppl", "best_valid_ppl", 2), ("test ppl", "test_ppl", 2)]
     names = sorted({r["metric"] for r in done})
     return [(" / ".join(names) or "result", "value", 4)]

@@ -85,6 +85,23 @@ def test_char_corpus_reports_bits_per_character(tmp_path):
     half = stats.t_quantile(0.975, 2) * statistics.stdev(lstm) / math.sqrt(3)
     assert f"{statistics.mean(lstm):.3f} ± {half:.3f}" in md
     assert "## Time to target: valid bpc ≤" in md
+    assert "| best valid bpc | test nats | test bpc (95% CI) |" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| lstm "))
+    nats = [losses[("lstm", s)] for s in range(3)]
+    assert f"| {statistics.mean(nats):.3f} ± {statistics.stdev(nats):.3f} |" in line  # test nats: mean ± std
+    assert lstm0["best_valid_bpc"] == math.log(math.exp(losses[("lstm", 0)])) / math.log(2)
+
+
+def test_a_run_tested_at_its_best_checkpoint_reports_that_checkpoint_s_validation(tmp_path):
+    """Early stopping (`test_step` in the summary): valid figures are the best ones, not the last evaluation's."""
+    d = make_run(tmp_path, "cell=lstm,seed=0", "lstm", 2, 0, 1.0, level="char")
+    summary = json.loads((d / "summary.json").read_text())
+    write_json_atomic(d / "summary.json", {**summary, "test_step": 20, "best_valid_ppl": math.exp(1.05)})
+    row = report.collect(tmp_path)[0]
+    assert row["valid_ppl"] == math.exp(1.05) and math.isclose(row["valid_loss"], 1.05)
+    assert math.isclose(row["valid_bpc"], 1.05 / math.log(2)) and row["valid_bpc"] == row["best_valid_bpc"]
+    no_step = make_run(tmp_path / "plain", "cell=lstm,seed=0", "lstm", 2, 0, 1.0, level="char")
+    assert report.collect(no_step.parent)[0]["valid_loss"] == 1.1  # the final model's, as the summary says
 
 
 def test_sweep_file_sets_keys_and_order(tmp_path):

@@ -155,5 +155,6 @@ def test_patience_stops_early_and_tests_the_best_checkpoint(tmp_path, capsys):
     assert min(ppl[-3:]) >= min(ppl[:-3])
     best = valid[int(np.argmin(ppl))]
     assert summary["test_step"] == best["step"] and summary["best_valid_ppl"] == best["perplexity"]
+    assert math.isclose(summary["valid_ppl"], best["perplexity"], rel_tol=1e-12)  # the tested model's own
     cut = run(tmp_path, "cut", **{**overfit, "train.max_steps": str(best["step"])})
     assert json.loads((cut / "summary.json").read_text())["test_ppl"] == summary["test_ppl"]

@@ -58,6 +58,8 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
         params, test_step = best_params() if t.patience > 0 else (params, None)
         test = scores(nll(params, "test"))
         valid_nll = tally.last["valid"]["loss"] if tally.last else float("nan")
+        if test_step is not None:  # the tested parameters' own validation score
+            valid_nll = math.log(min(tally.history))
         at = "" if test_step is None else f" (the best-validation checkpoint, step {test_step:,})"
         log(f"valid ppl {perplexity(valid_nll):.3f}, test ppl {test['perplexity']:.3f}{at}")
         if corpus.floor_ppl is not None:
