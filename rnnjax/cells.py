@@ -17,11 +17,18 @@ input, so h' = a * h + b is linear in h: training runs their `parallel` form, a
 `jax.lax.associative_scan` over (a, b) pairs in O(log T) depth, and sampling steps
 `recur`, which computes the same h' = a * h + b.
 
-Register a new cell with `register_cell(name, Cell(...))`; `get_cell(name)` looks it up.
+Register a new cell with `register_cell(name, Cell(...))`; `get_cell(name)` looks it up. A
+module that registers cells when imported can be named in a config (`model.cell_module`), so
+`rnnjax train` from a shell, and every command or sweep point that reads the run's config,
+imports it first (`import_cell_module`).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -267,6 +274,32 @@ def register_cell(name: str, cell: Cell) -> None:
     if name in CELLS:
         raise ValueError(f"cell {name!r} is already registered")
     CELLS[name] = cell
+
+
+def import_cell_module(spec: str) -> None:
+    """Import the module `spec` names, a dotted module name or a `.py` file, so its cells register.
+
+    A file already imported (the script being run, or an earlier call) is not imported again,
+    so its `register_cell` calls run once. Raises what importing raises (ImportError, ...).
+    """
+    if not spec.endswith(".py"):
+        importlib.import_module(spec)
+        return
+    path = Path(spec).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {spec}")
+    loaded = {Path(f).resolve() for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
+    if path in loaded:
+        return
+    name = f"rnnjax_user_cells_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def get_cell(name: str) -> Cell:

@@ -56,6 +56,7 @@ def defaults() -> ConfigDict:
 
     c.model = ConfigDict()
     c.model.cell = "lstm"
+    c.model.cell_module = ""  # module (dotted name or .py file) that registers user cells, imported before the lookup
     c.model.num_layers = 2
     c.model.hidden_size = 200
     c.model.layer_sizes = ()  # per-layer hidden sizes; () means hidden_size for every layer
@@ -353,9 +354,16 @@ def validate(config: ConfigDict, tasks: tuple[str, ...] = TASKS) -> None:
         if not ok(flat[key]):
             refuse(key, expected)
     m = config.model
+    if m.cell_module:
+        try:
+            cells.import_cell_module(m.cell_module)
+        except Exception as e:
+            refuse("model.cell_module", f"an importable module or .py file that registers cells; importing it "
+                                        f"failed: {type(e).__name__}: {e}")
     if m.cell not in cells.CELLS:
         refuse("model.cell", f"one of {', '.join(sorted(cells.CELLS))} (or a cell registered with "
-                             f"rnnjax.cells.register_cell){_suggest(m.cell, cells.CELLS)}")
+                             f"rnnjax.cells.register_cell by the module that model.cell_module names)"
+                             f"{_suggest(m.cell, cells.CELLS)}")
     if len(m.layer_sizes) not in (0, m.num_layers):
         refuse("model.layer_sizes", f"empty or one size per layer (model.num_layers = {m.num_layers})")
     if config.data.synthetic_branching > config.data.synthetic_vocab_size:
@@ -400,14 +408,19 @@ def from_dict(saved: dict, where: str) -> ConfigDict:
 
 
 def from_json(path: Path) -> ConfigDict:
-    """The config a run saved in its directory."""
+    """The config a run saved in its directory, checked like a new one."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: cannot read the run's config ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"{path}: expected a JSON object of config keys")
-    return from_dict(saved, str(path))
+    config = from_dict(saved, str(path))
+    try:
+        validate(config)  # also imports model.cell_module, so eval, sample and resume find a user's cell
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,8 @@ from rnnjax.config import defaults
 from rnnjax.errors import ConfigError
 from rnnjax.records import read_metrics
 
+import tiny
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -216,3 +218,49 @@ def test_custom_cell_example_trains_with_the_standard_runner(tmp_path):
 
 def test_the_task_table_and_the_config_check_name_the_same_tasks():
     assert set(tasks.TASKS) == set(config_lib.TASKS)
+
+
+USER_CELLS = '''
+from rnnjax.cells import CELLS, register_cell
+register_cell("my_rnn", CELLS["rnn_tanh"])  # the tanh RNN's functions under a user's name
+'''
+
+
+def test_a_user_cell_module_trains_evaluates_samples_and_sweeps_from_the_shell(tmp_path):
+    """`model.cell_module` is imported by every command that reads the config, in every process."""
+    module = tmp_path / "my_cells.py"
+    module.write_text(USER_CELLS)
+    tiny_flags = [f"--config.{k}={v}" for k, v in {**tiny.LM, "train.max_steps": 12}.items()]
+
+    def rnnjax(*argv):
+        out = subprocess.run([sys.executable, "-m", "rnnjax", *argv], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    rnnjax("train", "--workdir", "mine", "--config.model.cell_module=my_cells.py", "--config.model.cell=my_rnn",
+           *tiny_flags)
+    rnnjax("train", "--workdir", "builtin", "--config.model.cell=rnn_tanh", *tiny_flags)
+    assert _summary(tmp_path / "mine")["test_ppl"] == _summary(tmp_path / "builtin")["test_ppl"]
+    scored = json.loads(rnnjax("eval", "--workdir", "mine", "--split", "valid").strip().splitlines()[-1])
+    assert math.isclose(scored["perplexity"], _summary(tmp_path / "mine")["valid_ppl"], rel_tol=1e-6)
+    first = json.loads((tmp_path / "mine" / "vocab.json").read_text())[0]
+    assert rnnjax("sample", "--workdir", "mine", "--prime", first, "--length", "5").strip()
+    (tmp_path / "grid.py").write_text(
+        "from rnnjax.config import load, shipped_config_path\nfrom rnnjax.sweep import sweep\n"
+        f"def get_config(preset=None):\n    c = load(shipped_config_path('quickstart'))\n    c.model.cell_module = 'my_cells.py'\n"
+        + "".join(f"    c.{k} = {v!r}\n" for k, v in {**tiny.LM, "train.max_steps": 12}.items())
+        + "    return c\ndef get_sweep():\n    return sweep('config.model.cell', ['my_rnn'])\n")
+    rnnjax("sweep", "--config", "grid.py", "--workdir", "grid")
+    assert _summary(tmp_path / "grid" / "cell=my_rnn")["test_ppl"] == _summary(tmp_path / "mine")["test_ppl"]
+
+
+def test_a_cell_module_that_cannot_be_imported_is_a_one_line_error(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no cells today')\n")
+    for spec, why in ((str(tmp_path / "missing.py"), "no such file"), ("no_such_pkg.cells", "ModuleNotFoundError"),
+                      (str(broken), "no cells today")):
+        assert cli.main(["train", "--workdir", str(tmp_path / "w"), f"--config.model.cell_module={spec}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rnnjax: error: config key 'model.cell_module'") and why in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "w").exists()

@@ -2,10 +2,17 @@
 
     python experiments/custom_cell/peephole_lstm.py [--steps 1200] [--workdir runs/peephole]
 
+or from the shell, naming this file as the module that registers the cell:
+
+    rnnjax train --config.model.cell_module=experiments/custom_cell/peephole_lstm.py \
+        --config.model.cell=peephole_lstm --workdir runs/peephole
+    rnnjax eval --workdir runs/peephole          # config.json names the module: imported again
+    rnnjax sample --workdir runs/peephole --prime a --length 100
+
 No library file is edited: the cell is four pure functions (see `rnnjax.cells.Cell`),
-`register_cell` makes it selectable as `model.cell=peephole_lstm`, and `rnnjax.cli.main`
-trains it on the generated quickstart corpus exactly as `rnnjax train` would, with the
-hoisted input projection, the scanned unroll, dropout, TBPTT and checkpoints for free.
+importing this file registers it as `model.cell=peephole_lstm` (`register_cell`), and the
+standard runner trains it on the generated quickstart corpus, with the hoisted input
+projection, the scanned unroll, dropout, TBPTT, checkpoints and sweeps for free.
 
 Peephole LSTM (Gers & Schmidhuber 2000): the gates also look at the cell state,
 
@@ -55,6 +62,7 @@ def recur(params: dict, carry: LSTMCarry, xp: jax.Array) -> tuple[LSTMCarry, jax
 
 
 PEEPHOLE_LSTM = Cell(init, initial_carry, input_proj, recur)
+register_cell("peephole_lstm", PEEPHOLE_LSTM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--workdir", default="runs/peephole_lstm")
     args = parser.parse_args(argv)
-    register_cell("peephole_lstm", PEEPHOLE_LSTM)
     return cli.main(["train", "--config", "quickstart", "--workdir", args.workdir,
-                     "--config.model.cell=peephole_lstm", f"--config.train.max_steps={args.steps}"])
+                     f"--config.model.cell_module={__file__}", "--config.model.cell=peephole_lstm", f"--config.train.max_steps={args.steps}"])
 
 
 if __name__ == "__main__":
