@@ -254,8 +254,9 @@ def train_items(state: Any, rng: jax.Array) -> dict:
 
 
 def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str = "latest",
-                   config: ConfigDict | None = None, best: tuple[str, str] = LM_BEST) -> Any:
-    """Parameters of the checkpoint named by `which` (best, latest or a step), shaped like `init(key)`."""
+                   config: ConfigDict | None = None, best: tuple[str, str] = LM_BEST) -> tuple[Any, int]:
+    """Parameters of the checkpoint named by `which` (best, latest or a step), shaped like `init(key)`,
+    and that checkpoint's step."""
     workdir = Path(workdir)
     if not has_checkpoints(workdir):
         raise DataError(f"{workdir}: no checkpoint under {workdir / CHECKPOINTS}")
@@ -267,4 +268,4 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files
             raise DataError(f"{ckpts.root / str(step)}: checkpoint at step {step} cannot be read ({_why(e)}); "
                             f"pick another with --checkpoint STEP") from None
-    return params
+    return params, step

@@ -96,6 +96,9 @@ def cmd_train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         raise rundir.storage_error(e, workdir) from None
     finally:
         run.release()
+    if run.config.task == "lm":
+        print(f"next: rnnjax eval --workdir {workdir} [--split test --checkpoint best]; "
+              f"rnnjax sample --workdir {workdir} --prime TEXT")
     return 0
 
 
@@ -109,9 +112,10 @@ def cmd_eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     corpus = load_corpus(config, resolve_data_dir(args.data_dir))
     check_vocab(rundir.read_vocab(workdir), corpus.vocab, workdir / rundir.VOCAB)
     lm = make_lm(config, corpus.vocab_size)
-    params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
+    params, step = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
     nll = steps.evaluate(lm, steps.make_eval_step(lm), params, corpus.splits[args.split], config)
-    print(json.dumps({"split": args.split, "loss": nll, "perplexity": math.exp(nll), "bpt": nll / math.log(2)}))
+    print(json.dumps({"split": args.split, "checkpoint_step": step, "loss": nll, "perplexity": math.exp(nll),
+                      "bpt": nll / math.log(2)}))
     return 0
 
 
@@ -128,7 +132,7 @@ def cmd_sample(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         raise DataError(f"{workdir}: a {config.task!r} run; sampling needs a language model run")
     vocab = rundir.read_vocab(workdir)
     lm = make_lm(config, len(vocab))
-    params = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
+    params, _ = checkpoint.restore_params(workdir, lm.init, args.checkpoint, config)
     s = sampling.Sampler(args.temperature, args.top_k, args.top_p, args.greedy)
     texts = sampling.sample_text(lm, params, vocab, sampling.token_level(vocab), args.prime, args.length,
                                  jax.random.key(args.seed), s, args.num_samples, args.oov)

@@ -113,9 +113,10 @@ def test_eval_picks_best_latest_or_a_step_and_keep_policies_hold(tmp_path, capsy
     capsys.readouterr()
     for which, step in (("best", best_step), ("latest", 72), ("68", 68)):
         assert cli.main(["eval", "--workdir", str(tmp_path), "--split", "valid", "--checkpoint", which]) == 0
-        got = json.loads(capsys.readouterr().out)["perplexity"]
+        scored = json.loads(capsys.readouterr().out)
+        assert scored["checkpoint_step"] == step
         if step in valid:
-            assert got == valid[step]
+            assert scored["perplexity"] == valid[step]
     assert valid[best_step] == summary["best_valid_ppl"]
     assert cli.main(["eval", "--workdir", str(tmp_path), "--checkpoint", "7"]) == 2
     assert "--checkpoint '7': expected best, latest or one of the saved steps" in capsys.readouterr().err

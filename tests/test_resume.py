@@ -83,7 +83,7 @@ def outcome(workdir: Path) -> tuple[list, dict, list]:
     summary = {k: v for k, v in json.loads((workdir / "summary.json").read_text()).items() if k not in TIMINGS}
     config = config_lib.from_json(workdir / "config.json")
     lm = make_lm(config, config.data.synthetic_vocab_size)
-    params = jax.tree.leaves(checkpoint.restore_params(workdir, lm.init))
+    params = jax.tree.leaves(checkpoint.restore_params(workdir, lm.init)[0])
     return records, summary, [np.asarray(p) for p in params]
 
 

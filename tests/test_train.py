@@ -39,6 +39,7 @@ def test_run_files_and_same_seed_bit_identical(tmp_path, capsys):
     b = run(tmp_path, "b", **{"model.dropout": "0.3"})
     out = capsys.readouterr().out
     assert "source floor ppl" in out and "valid ppl" in out
+    assert f"next: rnnjax eval --workdir {a} " in out and f"rnnjax sample --workdir {a} --prime TEXT" in out
     summary = json.loads((a / "summary.json").read_text())
     for key in ("valid_ppl", "test_ppl", "steps", "tokens_per_s", "num_params", "wall_s", "jax_version",
                 "device_kind", "floor_ppl"):
