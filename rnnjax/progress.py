@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from rnnjax.records import ppl_text
+
 
 def format_seconds(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -46,7 +48,7 @@ class Progress:
 
     def report(self, record: dict) -> None:
         eta = self.eta()
-        tokens = (f"ppl {record['perplexity']:.2f} | {record['tokens_per_s']:,.0f} tok/s | "
+        tokens = (f"ppl {ppl_text(record['perplexity'])} | {record['tokens_per_s']:,.0f} tok/s | "
                   if "tokens_per_s" in record else "")
         self.log(
             f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "

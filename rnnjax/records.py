@@ -95,6 +95,12 @@ def perplexity(nll: float) -> float:
     return math.exp(min(nll, 700.0))
 
 
+def ppl_text(ppl: float, digits: int = 2) -> str:
+    """A perplexity for the console: fixed decimals, or scientific notation past 1e6 (a diverged run's
+    1e304 as '1.01e+304', not 300 digits)."""
+    return f"{ppl:.{digits}f}" if abs(ppl) < 1e6 else f"{ppl:.3g}"
+
+
 def cpu_model() -> str:
     """The CPU's model name (benchmarks record it: the CPU kind changes between machines)."""
     try:

@@ -159,3 +159,16 @@ def test_patience_stops_early_and_tests_the_best_checkpoint(tmp_path, capsys):
     assert math.isclose(summary["valid_ppl"], best["perplexity"], rel_tol=1e-12)  # the tested model's own
     cut = run(tmp_path, "cut", **{**overfit, "train.max_steps": str(best["step"])})
     assert json.loads((cut / "summary.json").read_text())["test_ppl"] == summary["test_ppl"]
+
+
+def test_a_diverged_perplexity_prints_in_scientific_notation():
+    from rnnjax.progress import Progress
+    from rnnjax.records import perplexity, ppl_text
+
+    assert ppl_text(114.378) == "114.38" and ppl_text(2.436789, 3) == "2.437"
+    assert ppl_text(perplexity(1e9)) == "1.01e+304"
+    lines = []
+    Progress(10, tokens_per_step=1, log=lines.append).report(
+        {"step": 1, "epoch": 0.1, "loss": 1e9, "perplexity": perplexity(1e9), "tokens_per_s": 1.0, "lr": 0.1,
+         "grad_norm": 1.0})
+    assert "ppl 1.01e+304 |" in lines[0] and len(lines[0]) < 200
