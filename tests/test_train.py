@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import jax
 import numpy as np
@@ -172,3 +173,12 @@ def test_a_diverged_perplexity_prints_in_scientific_notation():
         {"step": 1, "epoch": 0.1, "loss": 1e9, "perplexity": perplexity(1e9), "tokens_per_s": 1.0, "lr": 0.1,
          "grad_norm": 1.0})
     assert "ppl 1.01e+304 |" in lines[0] and len(lines[0]) < 200
+
+
+def test_char_corpora_print_bits_per_character(tmp_path, capsys):
+    text = tmp_path / "abc.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    run(tmp_path, "char", **{"data.corpus": f"text:{text}", "train.max_steps": "6"})
+    out = capsys.readouterr().out
+    assert re.search(r"valid ppl [\d.]+ \([\d.]+ bpc\), test ppl [\d.]+ \([\d.]+ bpc\)", out)
+    assert re.search(r"epoch [\d.]+: train ppl [\d.]+, valid ppl [\d.]+ \([\d.]+ bpc\)", out)

@@ -49,7 +49,8 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
     def evaluate(params, step: int, train_loss: float) -> loop.Evaluation:
         valid = scores(nll(params, "valid"))
         message = (f"epoch {step / spe:.2f}: train ppl {ppl_text(perplexity(train_loss))}, "
-                   f"valid ppl {ppl_text(valid['perplexity'], 3)}")
+                   f"valid ppl {ppl_text(valid['perplexity'], 3)}"
+                   + (f" ({valid['bpt']:.4f} bpc)" if corpus.level == "char" else ""))
         if config.eval.sample_length > 0:
             message += "\n" + sampling.progress_sample(lm, params, corpus, config, step)
         return loop.Evaluation({"valid": valid}, valid["perplexity"], message)
@@ -61,7 +62,9 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
         if test_step is not None:  # the tested parameters' own validation score
             valid_nll = math.log(min(tally.history))
         at = "" if test_step is None else f" (the best-validation checkpoint, step {test_step:,})"
-        log(f"valid ppl {ppl_text(perplexity(valid_nll), 3)}, test ppl {ppl_text(test['perplexity'], 3)}{at}")
+        char = corpus.level == "char"
+        log(f"valid ppl {ppl_text(perplexity(valid_nll), 3)}" + (f" ({valid_nll / math.log(2):.4f} bpc)" if char else "")
+            + f", test ppl {ppl_text(test['perplexity'], 3)}" + (f" ({test['bpt']:.4f} bpc)" if char else "") + at)
         if corpus.floor_ppl is not None:
             log(f"source floor ppl {corpus.floor_ppl:.3f}: valid ppl is "
                 f"{100 * (perplexity(valid_nll) / corpus.floor_ppl - 1):.1f}% above it")
