@@ -248,7 +248,8 @@ def test_a_user_cell_module_trains_evaluates_samples_and_sweeps_from_the_shell(t
     assert rnnjax("sample", "--workdir", "mine", "--prime", first, "--length", "5").strip()
     (tmp_path / "grid.py").write_text(
         "from rnnjax.config import load, shipped_config_path\nfrom rnnjax.sweep import sweep\n"
-        f"def get_config(preset=None):\n    c = load(shipped_config_path('quickstart'))\n    c.model.cell_module = 'my_cells.py'\n"
+        "def get_config(preset=None):\n    c = load(shipped_config_path('quickstart'))\n"
+        "    c.model.cell_module = 'my_cells.py'\n"
         + "".join(f"    c.{k} = {v!r}\n" for k, v in {**tiny.LM, "train.max_steps": 12}.items())
         + "    return c\ndef get_sweep():\n    return sweep('config.model.cell', ['my_rnn'])\n")
     rnnjax("sweep", "--config", "grid.py", "--workdir", "grid")
