@@ -102,12 +102,12 @@ def collect(sweep_dir: Path) -> list[dict]:
             for field in ("num_params", "best_valid_ppl", "valid_ppl", "test_ppl", "tokens_per_s", "wall_s",
                           "steps", "epochs"):
                 row[field] = _number(summary.get(field))
-            losses = {f"{split}_loss": stats.finite(summary.get(f"{split}_loss")) for split in ("valid", "test")}
+            nats = {f"{split}_loss": stats.finite(summary.get(f"{split}_loss")) for split in ("valid", "test")}
             best = stats.finite(row["best_valid_ppl"])
-            losses["best_valid_loss"] = math.log(best) if best is not None and best > 0 else None
+            nats["best_valid_loss"] = math.log(best) if best is not None and best > 0 else None
             if summary.get("test_step") is not None:  # tested at the best checkpoint: its validation goes with it
-                row["valid_ppl"], losses["valid_loss"] = row["best_valid_ppl"], losses["best_valid_loss"]
-            for field, loss in losses.items():  # bits per character, on char corpora only
+                row["valid_ppl"], nats["valid_loss"] = row["best_valid_ppl"], nats["best_valid_loss"]
+            for field, loss in nats.items():  # bits per character, on char corpora only
                 char = summary.get("level") == "char" and loss is not None
                 row[field.replace("_loss", "_bpc")] = loss / math.log(2) if char else None
                 if field in summary or field == "best_valid_loss":
