@@ -2,15 +2,17 @@
 
 A cell is four pure functions (see `Cell`):
 
-    params = cell.init(key, input_size, hidden_size)
-    carry  = cell.initial_carry(batch_shape, hidden_size)
+    params = cell.init(key, input_size, hidden_size, dtype)     # dtype: float32 by default
+    carry  = cell.initial_carry(batch_shape, hidden_size, dtype)
     xp     = cell.input_proj(params, x)          # the part of the step that does not
     carry, y = cell.recur(params, carry, xp)     # depend on the carry, hoisted by `unroll`
 
 and `step(cell, params, carry, x) == cell.recur(params, carry, cell.input_proj(params, x))`.
 Splitting the input projection out lets `rnnjax.recurrent.unroll` compute it for all
 time steps as one matmul before the scan. Carries are NamedTuples with an `h` field
-(the output). Recurrences run in float32 whatever the parameter dtype.
+(the output). Recurrences accumulate in at least float32 (`acc_dtype`): bfloat16 parameters
+run a float32 recurrence, float64 parameters a float64 one, so a float64 model is float64
+end to end (carries from `initial_carry(..., jnp.float64)`).
 
 `min_gru` and `min_lstm` (Feng et al. 2024, "Were RNNs All We Needed?") gate only on the
 input, so h' = a * h + b is linear in h: training runs their `parallel` form, a
@@ -55,8 +57,8 @@ class LSTMCarry(NamedTuple):
 class Cell(NamedTuple):
     """A recurrent cell: pure functions and the number of gates it stacks in one matmul."""
 
-    init: Callable[[Array, int, int], Params]
-    initial_carry: Callable[[tuple, int], Any]
+    init: Callable[..., Params]  # (key, input_size, hidden_size, dtype=float32) -> params
+    initial_carry: Callable[..., Any]  # (batch_shape, hidden_size, dtype=float32) -> carry
     input_proj: Callable[[Params, Array], Array]
     recur: Callable[[Params, Any, Array], tuple[Any, Array]]
     # Optional split of `recur` for `unroll(..., fast=True)`'s custom VJP:
@@ -74,28 +76,34 @@ def step(cell: Cell, params: Params, carry: Any, x: Array) -> tuple[Any, Array]:
     return cell.recur(params, carry, cell.input_proj(params, x))
 
 
-def _uniform(key: Array, shape: tuple, scale: float) -> Array:
-    return jax.random.uniform(key, shape, jnp.float32, -scale, scale)
+def _uniform(key: Array, shape: tuple, scale: float, dtype) -> Array:
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
 
 
 def _gated_init(num_gates: int, recurrent_bias: bool):
-    """PyTorch-style init: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+    """PyTorch's init: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
 
     Weights are stored as `wi` [input, G*H] and `wh` [hidden, G*H] so that all gates
-    come out of one matmul; gate blocks follow PyTorch's order for the cell.
+    come out of one matmul; gate blocks follow PyTorch's order for the cell. PyTorch has
+    two biases, b_ih and b_hh; where they only ever appear summed (RNN, LSTM) rnnjax
+    stores the sum as `bi`, drawn as the sum of two such uniforms so that it has
+    PyTorch's distribution (triangular on [-2k, 2k]). The GRU keeps `bh` apart, since
+    b_hn sits inside the reset gate's product.
     """
 
-    def init(key: Array, input_size: int, hidden_size: int) -> Params:
+    def init(key: Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
         k = 1.0 / hidden_size**0.5
         kwi, kwh, kbi, kbh = jax.random.split(key, 4)
         gh = num_gates * hidden_size
         params = {
-            "wi": _uniform(kwi, (input_size, gh), k),
-            "wh": _uniform(kwh, (hidden_size, gh), k),
-            "bi": _uniform(kbi, (gh,), k),
+            "wi": _uniform(kwi, (input_size, gh), k, dtype),
+            "wh": _uniform(kwh, (hidden_size, gh), k, dtype),
+            "bi": _uniform(kbi, (gh,), k, dtype),
         }
         if recurrent_bias:
-            params["bh"] = _uniform(kbh, (gh,), k)
+            params["bh"] = _uniform(kbh, (gh,), k, dtype)
+        else:
+            params["bi"] = params["bi"] + _uniform(kbh, (gh,), k, dtype)
         return params
 
     return init
@@ -117,8 +125,8 @@ def _recurrent_proj(params: Params, h: Array) -> Array:
 
 
 def _zeros_carry(carry_type, num_states: int):
-    def initial_carry(batch_shape: tuple, hidden_size: int):
-        return carry_type(*(jnp.zeros((*batch_shape, hidden_size), jnp.float32) for _ in range(num_states)))
+    def initial_carry(batch_shape: tuple, hidden_size: int, dtype=jnp.float32):
+        return carry_type(*(jnp.zeros((*batch_shape, hidden_size), dtype) for _ in range(num_states)))
 
     return initial_carry
 
@@ -185,11 +193,11 @@ def _lstm_core(carry: LSTMCarry, xp: Array, hp: Array) -> tuple[LSTMCarry, Array
 def _input_gated_init(num_gates: int):
     """Input weights only, `wi` [input, G*H] and `bi` [G*H], U(-1/sqrt(H), 1/sqrt(H))."""
 
-    def init(key: Array, input_size: int, hidden_size: int) -> Params:
+    def init(key: Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
         k = 1.0 / hidden_size**0.5
         kw, kb = jax.random.split(key)
-        return {"wi": _uniform(kw, (input_size, num_gates * hidden_size), k),
-                "bi": _uniform(kb, (num_gates * hidden_size,), k)}
+        return {"wi": _uniform(kw, (input_size, num_gates * hidden_size), k, dtype),
+                "bi": _uniform(kb, (num_gates * hidden_size,), k, dtype)}
 
     return init
 
@@ -250,8 +258,8 @@ def lstm_with_forget_bias(forget_bias: float) -> Cell:
 
     base = _gated_init(4, recurrent_bias=False)
 
-    def init(key: Array, input_size: int, hidden_size: int) -> Params:
-        params = base(key, input_size, hidden_size)
+    def init(key: Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+        params = base(key, input_size, hidden_size, dtype)
         params["bi"] = params["bi"].at[hidden_size : 2 * hidden_size].add(forget_bias)
         return params
 

@@ -1,14 +1,15 @@
 """The language model: embedding -> stacked RNN -> dropout -> decoder, as pure functions.
 
-    params = lm.init(key)
-    carries = lm.initial_carry(batch_size)
+    params = lm.init(key)                     # lm.init(key, jnp.float64) for a float64 model
+    carries = lm.initial_carry(batch_size)    # lm.initial_carry(batch_size, jnp.float64)
     carries, logits = lm.apply(params, carries, tokens, key=None)   # tokens [B, T]
     carries, nll = lm.nll(params, carries, tokens, targets, key=None)  # per-token NLL [T, B]
 
 `logits` are time-major [T, B, V]; `key=None` means evaluation (no dropout). `nll` is
 what training and evaluation use: with `model.impl = "fast"` it runs the layers through
 `recurrent.scan_with_vjp` and the decoder through `decoder_nll`, which never hands the
-[T, B, V] logits to autodiff; with "reference" it is `token_nll(apply(...))`.
+[T, B, V] logits to autodiff; with "reference" it is `token_nll(apply(...))`. The loss is
+computed in the wider of the parameters' dtype and float32 (`cells.acc_dtype`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ Array = jax.Array
 
 
 class LanguageModel(NamedTuple):
-    init: Callable[[Array], dict]
-    initial_carry: Callable[[int], list]
+    init: Callable[..., dict]  # (key, dtype=float32) -> params
+    initial_carry: Callable[..., list]  # (batch_size, dtype=float32) -> carries
     apply: Callable[..., tuple[list, Array]]
     sizes: tuple[int, ...]
     vocab_size: int
@@ -49,7 +50,8 @@ def decoder_nll(h: Array, w: Array, b: Array, targets: Array) -> Array:
 
 
 def _decoder_nll_fwd(h, w, b, targets):
-    logits = (h @ w.astype(h.dtype)).astype(jnp.float32) + b.astype(jnp.float32)
+    acc = cells.acc_dtype(h.dtype)
+    logits = (h @ w.astype(h.dtype)).astype(acc) + b.astype(acc)
     lse = jax.nn.logsumexp(logits, axis=-1)
     nll = lse - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
     return nll, (h, w, b, targets, logits, lse)
@@ -69,7 +71,8 @@ decoder_nll.defvjp(_decoder_nll_fwd, _decoder_nll_bwd)
 
 def token_nll(logits: Array, targets_bt: Array) -> Array:
     """Per-token negative log-likelihood [T, B] of [B, T] targets under [T, B, V] logits."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets_bt.T)
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(cells.acc_dtype(logits.dtype)),
+                                                           targets_bt.T)
 
 
 def model_cell(config: ConfigDict) -> cells.Cell:
@@ -94,15 +97,15 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
             f"model.tie_embeddings needs the top layer size ({sizes[-1]}) to equal the embedding size ({n_embed})"
         )
 
-    def init(key: Array) -> dict:
+    def init(key: Array, dtype=jnp.float32) -> dict:
         k_embed, k_layers, k_dec, k_scale = jax.random.split(key, 4)
         params = {
-            "embed": jax.random.uniform(k_embed, (vocab_size, n_embed), jnp.float32, -0.1, 0.1),
-            "layers": recurrent.init_stack(cell, k_layers, n_embed, sizes),
-            "decoder": {"b": jnp.zeros((vocab_size,), jnp.float32)},
+            "embed": jax.random.uniform(k_embed, (vocab_size, n_embed), dtype, -0.1, 0.1),
+            "layers": recurrent.init_stack(cell, k_layers, n_embed, sizes, dtype=dtype),
+            "decoder": {"b": jnp.zeros((vocab_size,), dtype)},
         }
         if not m.tie_embeddings:
-            params["decoder"]["w"] = jax.random.uniform(k_dec, (sizes[-1], vocab_size), jnp.float32, -0.1, 0.1)
+            params["decoder"]["w"] = jax.random.uniform(k_dec, (sizes[-1], vocab_size), dtype, -0.1, 0.1)
         if m.init_scale > 0:
             leaves, treedef = jax.tree.flatten(params)
             keys = jax.random.split(k_scale, len(leaves))
@@ -110,8 +113,8 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
             params = jax.tree.unflatten(treedef, leaves)
         return params
 
-    def initial_carry(batch_size: int) -> list:
-        return recurrent.stack_initial_carry(cell, batch_size, sizes)
+    def initial_carry(batch_size: int, dtype=jnp.float32) -> list:
+        return recurrent.stack_initial_carry(cell, batch_size, sizes, dtype=dtype)
 
     def hidden(params: dict, carries: list, tokens: Array, key: Array | None) -> tuple[list, Array, Array]:
         x = params["embed"][tokens.T]  # [T, B, E], gathered time-major

@@ -128,10 +128,10 @@ def scan_with_vjp(cell: Cell, params: Params, carry: Any, xp: Array, reverse: bo
     return f(params, carry, xp)
 
 
-def dropout_mask(key: Array, rate: float, shape: tuple) -> Array:
+def dropout_mask(key: Array, rate: float, shape: tuple, dtype=jnp.float32) -> Array:
     """Inverted-dropout multiplier: 0 with probability `rate`, else 1/(1-rate)."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(jnp.float32) / (1.0 - rate)
+    return keep.astype(dtype) / (1.0 - rate)
 
 
 def apply_dropout(key: Array | None, rate: float, x: Array, variational: bool) -> Array:
@@ -143,12 +143,12 @@ def apply_dropout(key: Array | None, rate: float, x: Array, variational: bool) -
     if key is None or rate == 0.0:
         return x
     shape = (1, *x.shape[1:]) if variational else x.shape
-    return x * dropout_mask(key, rate, shape).astype(x.dtype)
+    return x * dropout_mask(key, rate, shape, x.dtype)
 
 
 def init_stack(cell: Cell, key: Array, input_size: int, sizes: Sequence[int],
-               bidirectional: bool = False) -> list:
-    """Parameters for a stack of layers with hidden sizes `sizes` (may differ per layer).
+               bidirectional: bool = False, dtype=jnp.float32) -> list:
+    """Parameters (in `dtype`) for a stack of layers with hidden sizes `sizes` (may differ per layer).
 
     Bidirectional: each layer is a (forward, reverse) pair of cell parameters, and the
     layer above reads both directions' outputs (2H wide).
@@ -157,16 +157,21 @@ def init_stack(cell: Cell, key: Array, input_size: int, sizes: Sequence[int],
     for k, h in zip(jax.random.split(key, len(sizes)), sizes):
         if bidirectional:
             k_fwd, k_bwd = jax.random.split(k)
-            params.append((cell.init(k_fwd, n_in, h), cell.init(k_bwd, n_in, h)))
+            params.append((cell.init(k_fwd, n_in, h, dtype), cell.init(k_bwd, n_in, h, dtype)))
         else:
-            params.append(cell.init(k, n_in, h))
+            params.append(cell.init(k, n_in, h, dtype))
         n_in = 2 * h if bidirectional else h
     return params
 
 
-def stack_initial_carry(cell: Cell, batch_size: int, sizes: Sequence[int], bidirectional: bool = False) -> list:
-    """Zero carries for `run_stack`: one per layer, a (forward, reverse) pair when bidirectional."""
-    carries = [cell.initial_carry((batch_size,), h) for h in sizes]
+def stack_initial_carry(cell: Cell, batch_size: int, sizes: Sequence[int], bidirectional: bool = False,
+                        dtype=jnp.float32) -> list:
+    """Zero carries for `run_stack`: one per layer, a (forward, reverse) pair when bidirectional.
+
+    `dtype` is the carries' dtype, `cells.acc_dtype` of the parameters' (float32 for float32
+    or bfloat16 parameters, float64 for float64 ones).
+    """
+    carries = [cell.initial_carry((batch_size,), h, dtype) for h in sizes]
     return [(c, c) for c in carries] if bidirectional else carries
 
 

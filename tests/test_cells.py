@@ -116,3 +116,30 @@ def test_register_cell_and_unknown_name():
         del cells.CELLS[name]
     with pytest.raises(ValueError, match="unknown cell 'lstmm'"):
         cells.get_cell("lstmm")
+
+
+@pytest.mark.parametrize("name", CELL_NAMES + ["min_gru", "min_lstm"])
+def test_init_and_carry_follow_dtype(name):
+    cell = cells.get_cell(name)
+    with jax.enable_x64(True):
+        params = cell.init(jax.random.key(0), 4, 3, jnp.float64)
+        carry = cell.initial_carry((2,), 3, jnp.float64)
+        new_carry, y = cells.step(cell, params, carry, jnp.ones((2, 4), jnp.float64))
+        assert {a.dtype for a in jax.tree.leaves((params, carry, new_carry, y))} == {jnp.dtype(jnp.float64)}
+    assert {a.dtype for a in jax.tree.leaves(cell.init(jax.random.key(0), 4, 3))} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize("name,num_gates", [("rnn_tanh", 1), ("lstm", 4), ("gru", 3)])
+def test_bias_has_pytorch_distribution(name, num_gates):
+    """PyTorch draws b_ih and b_hh from U(-k, k), k = 1/sqrt(H). RNN and LSTM only use their
+    sum, which rnnjax stores as `bi`: triangular on [-2k, 2k], std k*sqrt(2/3). The GRU keeps
+    both, each with std k/sqrt(3)."""
+    hidden = 200
+    k = hidden**-0.5
+    biases = jnp.concatenate([cells.get_cell(name).init(key, 3, hidden)["bi"]
+                              for key in jax.random.split(jax.random.key(0), 50)])
+    want_std, bound = (k / 3**0.5, k) if name == "gru" else (k * (2 / 3) ** 0.5, 2 * k)
+    assert biases.shape == (50 * num_gates * hidden,)
+    assert abs(float(biases.std()) / want_std - 1) < 0.03
+    assert float(jnp.abs(biases).max()) <= bound
+    assert float(jnp.abs(biases).max()) > 0.9 * bound

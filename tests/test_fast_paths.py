@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from rnnjax import cells, recurrent
 from rnnjax.config import defaults
@@ -80,3 +81,28 @@ def test_lm_nll_fast_equals_reference(cell_name, tie):
     # the reference nll is the optax cross entropy of `apply`'s logits
     _, logits = lm.apply(params, lm.initial_carry(3), tokens)
     _close(lm.nll(params, lm.initial_carry(3), tokens, targets)[1], token_nll(logits, targets))
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_float64_lm_loss_and_gradients_are_float64(impl):
+    """A float64 LM computes its loss in float64: both impls agree to round-off, and the
+    gradient matches finite differences at float64 precision."""
+    config = defaults()
+    config.model.cell = "lstm"
+    config.model.hidden_size = 6
+    config.model.impl = impl
+    lm = make_lm(config, 11)
+    tokens = jax.random.randint(jax.random.key(2), (2, 5), 0, 11)
+    targets = jax.random.randint(jax.random.key(3), (2, 5), 0, 11)
+    with jax.enable_x64(True):
+        params = lm.init(jax.random.key(4), jnp.float64)
+
+        def loss(params):
+            return lm.nll(params, lm.initial_carry(2, jnp.float64), tokens, targets)[1].sum()
+
+        value, grads = jax.value_and_grad(loss)(params)
+        assert {a.dtype for a in jax.tree.leaves((value, grads))} == {jnp.dtype(jnp.float64)}
+        _, logits = lm.apply(params, lm.initial_carry(2, jnp.float64), tokens)
+        want = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets.T[..., None], -1).sum()
+        np.testing.assert_allclose(value, want, rtol=1e-14)
+        check_grads(loss, (params,), order=1, modes=["rev"], atol=1e-8, rtol=1e-8)

@@ -123,3 +123,19 @@ def test_variational_mask_shared_over_time():
     z = recurrent.apply_dropout(jax.random.key(0), 0.5, x, variational=False)
     assert not np.array_equal(z, jnp.broadcast_to(z[:1], z.shape))
     assert set(np.unique(np.asarray(y))) <= {0.0, 2.0}
+
+
+@pytest.mark.parametrize("name", CELL_NAMES + ["min_gru", "min_lstm"])
+def test_float64_stack_stays_float64(name):
+    """float64 params and carries give a float64 recurrence, equal to the Python loop to round-off."""
+    cell = cells.get_cell(name)
+    with jax.enable_x64(True):
+        params = recurrent.init_stack(cell, jax.random.key(0), I, (H, 3), dtype=jnp.float64)
+        carries = recurrent.stack_initial_carry(cell, B, (H, 3), dtype=jnp.float64)
+        xs = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float64)
+        got_c, got_y = recurrent.run_stack(cell, params, carries, xs, fast=True)
+        want_y = xs
+        for p, c in zip(params, carries):
+            _, want_y = python_loop(cell, p, c, want_y)
+        assert {a.dtype for a in jax.tree.leaves((got_c, got_y))} == {jnp.dtype(jnp.float64)}
+        np.testing.assert_allclose(got_y, want_y, rtol=1e-12, atol=1e-13)

@@ -35,22 +35,22 @@ from rnnjax import cli
 from rnnjax.cells import Cell, LSTMCarry, register_cell
 
 
-def init(key: jax.Array, input_size: int, hidden_size: int) -> dict:
+def init(key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> dict:
     k_wi, k_wh, k_peep = jax.random.split(key, 3)
     scale = hidden_size**-0.5
-    uniform = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -scale, scale)  # noqa: E731
+    uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -scale, scale)  # noqa: E731
     return {"wi": uniform(k_wi, (input_size, 4 * hidden_size)), "wh": uniform(k_wh, (hidden_size, 4 * hidden_size)),
-            "b": jnp.zeros((4 * hidden_size,), jnp.float32), "peep": uniform(k_peep, (3, hidden_size))}
+            "b": jnp.zeros((4 * hidden_size,), dtype), "peep": uniform(k_peep, (3, hidden_size))}
 
 
-def initial_carry(batch_shape: tuple, hidden_size: int) -> LSTMCarry:
-    zeros = jnp.zeros((*batch_shape, hidden_size), jnp.float32)
+def initial_carry(batch_shape: tuple, hidden_size: int, dtype=jnp.float32) -> LSTMCarry:
+    zeros = jnp.zeros((*batch_shape, hidden_size), dtype)
     return LSTMCarry(zeros, zeros)
 
 
 def input_proj(params: dict, x: jax.Array) -> jax.Array:
     """The carry-free part of the step, computed for all time steps at once by `unroll`."""
-    return x.astype(jnp.float32) @ params["wi"] + params["b"]
+    return x.astype(params["wi"].dtype) @ params["wi"] + params["b"]
 
 
 def recur(params: dict, carry: LSTMCarry, xp: jax.Array) -> tuple[LSTMCarry, jax.Array]:
