@@ -128,6 +128,16 @@ def scan_with_vjp(cell: Cell, params: Params, carry: Any, xp: Array, reverse: bo
     return f(params, carry, xp)
 
 
+def flip_sequences(xs: Array, lengths: Array | None) -> Array:
+    """Reverse each example's real steps of `xs` [T, B, ...], padding staying at the end:
+    with lengths [1, 3], columns [a, -, -] and [b, c, d] become [a, -, -] and [d, c, b]."""
+    if lengths is None:
+        return xs[::-1]
+    t = jnp.arange(xs.shape[0])[:, None]
+    index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # [T, B]
+    return jnp.take_along_axis(xs, index.reshape(*index.shape, *([1] * (xs.ndim - 2))), axis=0)
+
+
 def dropout_mask(key: Array, rate: float, shape: tuple, dtype=jnp.float32) -> Array:
     """Inverted-dropout multiplier: 0 with probability `rate`, else 1/(1-rate)."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
