@@ -7,6 +7,7 @@
     rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
     rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run]
     rnnjax report DIR [--out OUT] [--target X] [--anchor SELECTOR=ANCHOR ...]
+    rnnjax config show [--config FILE[:PRESET]] [--config.KEY=VALUE ...] | keys
 
 `rnnjax train` with no arguments runs the quickstart (a generated corpus, no download)
 in ./runs/quickstart; without --workdir a run goes to ./runs/NAME, named by its config
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from rnnjax import config as config_lib
+from rnnjax import config_keys
 from rnnjax import host_memory, rundir
 from rnnjax.data import check_vocab, corpus_stats, fetch_corpus, load_corpus, resolve_data_dir, resolve_mirror
 from rnnjax.errors import ConfigError, DataError, UserError
@@ -179,16 +181,44 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def cmd_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from rnnjax import report
 
-    for path in report.write_report(Path(args.workdir), Path(args.out) if args.out else None, target=args.target,
-                                    anchor_flags=args.anchor):
+    workdir, out = Path(args.workdir), Path(args.out) if args.out else None
+    if report.is_run_dir(workdir):
+        if args.target is not None or args.anchor:
+            raise ConfigError(f"{workdir} is one run's directory; --target and --anchor compare the runs of a "
+                              f"sweep directory")
+        summary, written = report.report_run(workdir, out)
+        print(json.dumps(summary, indent=2) if summary else f"{workdir}: unfinished (no summary.json yet)")
+    else:
+        written = report.write_report(workdir, out, target=args.target, anchor_flags=args.anchor)
+        print(written[1].read_text())  # results.md, the tables and findings
+    for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def cmd_config_show(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    print(config_lib.resolve(args.config or QUICKSTART, overrides).to_json(indent=2))
+    return 0
+
+
+def cmd_config_keys(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    print(config_keys.keys_markdown(), end="")
+    return 0
+
+
+def _configs_help() -> str:
+    """The epilog of `rnnjax train --help`: how to set keys, and every shipped config with its presets."""
+    names = [n for n in config_lib.shipped_config_names() if not n.startswith("sweeps/")]
+    shown = [n + (":" + "|".join(p) if (p := config_lib.presets(n)) else "") for n in names]
+    return ("--config.KEY=VALUE sets one config key (`rnnjax config keys` lists them, `rnnjax config show` prints "
+            "the resolved config).\nshipped configs (--config NAME[:PRESET]): " + ", ".join(shown))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnjax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a model; with no flags, the quickstart")
+    p = sub.add_parser("train", help="train a model; with no flags, the quickstart", epilog=_configs_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="config file[:preset], e.g. configs/ptb.py:small (default: quickstart, "
                    "or the run's saved config when --workdir holds checkpoints to resume from)")
     p.add_argument("--workdir", help="run directory (default: ./runs/NAME from the config and overrides); "
@@ -231,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="rerun points that failed before")
     p.add_argument("--dry-run", action="store_true", help="list the points, their directories and states; run nothing")
     p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory")
-    p.add_argument("workdir", help="sweep directory")
+    p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory; a run directory's "
+                       "summary and curves")
+    p.add_argument("workdir", help="sweep directory, or one run's directory")
     p.add_argument("--out", help="where to write results.* and the plots (default: the sweep directory)")
     p.add_argument("--target", type=float, help="validation perplexity (word corpora) or bits per character (char "
                    "corpora) for time to target (default: the highest best-validation value of any finished run)")
@@ -240,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare the groups matching SELECTOR (e.g. cell=lstm) with a published result of "
                    "rnnjax.anchors.REGISTRY, e.g. cell=lstm=zaremba_small; repeatable")
     p.set_defaults(func=cmd_report)
+    config_sub = sub.add_parser("config", help="print the resolved config, or every key").add_subparsers(
+        dest="config_command", required=True)
+    p = config_sub.add_parser("show", help="the resolved config as JSON (the form of a run's config.json)")
+    p.add_argument("--config", help="config file[:preset] (default: quickstart)")
+    p.set_defaults(func=cmd_config_show)
+    p = config_sub.add_parser("keys", help="every config key with its default and meaning (Markdown)")
+    p.set_defaults(func=cmd_config_keys)
     data_sub = sub.add_parser("data", help="fetch corpora; print their statistics").add_subparsers(
         dest="data_command", required=True)
     p = data_sub.add_parser("fetch", help="download, verify (SHA-256) and store corpora in the data directory")
@@ -255,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that read --config.KEY=VALUE overrides; the others refuse them rather than ignore them.
-TAKES_OVERRIDES = (cmd_train, cmd_sweep, cmd_data_stats)
+TAKES_OVERRIDES = (cmd_train, cmd_sweep, cmd_data_stats, cmd_config_show)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rnnjax: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `rnnjax config keys | head`: the reader has gone; nothing of ours failed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         print("rnnjax: error: out of host memory; the model or batch is too large for this machine "
               "(model.hidden_size, train.batch_size, vocabulary)", file=sys.stderr)

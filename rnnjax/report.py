@@ -1,4 +1,5 @@
-"""`rnnjax report DIR`: one row per run directory of a sweep, grouped tables with intervals, and plots.
+"""`rnnjax report DIR`: one row per run directory of a sweep, grouped tables with intervals, and plots;
+for a single run's directory, its summary and `curves.png` (train, valid and test against epochs).
 
     DIR/results.jsonl          one row per run: swept keys, parameters, perplexities, losses (nats),
                                bits per character (char corpora), tokens/s, wall time, steps, status,
@@ -25,108 +26,19 @@ keys whose values differ between the runs' `config.json` files. Anchors (publish
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from rnnjax import anchors as anchors_lib
-from rnnjax import config as config_lib
-from rnnjax import records, report_plots, rundir, stats
+from rnnjax import report_plots, results, rundir, stats
 from rnnjax.errors import DataError
-from rnnjax.files import read_json, write_text_atomic
+from rnnjax.files import write_text_atomic
 from rnnjax.records import read_metrics
 from rnnjax.sweep import short_names
 
 TIMING_FIELDS = ("tokens_per_s", "wall_s")  # the only fields that differ between identical reruns
 BAR_KEY = "model.cell"
-
-
-def run_dirs(sweep_dir: Path) -> list[Path]:
-    """Run directories under `sweep_dir`, in the sweep's point order when sweep.json says it."""
-    found = {p.name: p for p in sweep_dir.iterdir() if p.is_dir() and
-             any((p / f).is_file() for f in (rundir.CONFIG, rundir.STATUS, rundir.SUMMARY))}
-    sweep = read_json(sweep_dir / "sweep.json")
-    points = sweep.get("points", []) if isinstance(sweep, dict) else []
-    order = [pt["name"] for pt in points if isinstance(pt, dict) and pt.get("name") in found]
-    return [found[n] for n in order] + [found[n] for n in sorted(found) if n not in order]
-
-
-def swept_keys(sweep_dir: Path, configs: list[dict]) -> list[str]:
-    sweep = read_json(sweep_dir / "sweep.json")
-    if isinstance(sweep, dict) and sweep.get("keys"):
-        return list(sweep["keys"])
-    keys = list(configs[0]) if configs else []
-    return [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
-
-
-def _config(run_dir: Path) -> dict:
-    saved = read_json(run_dir / rundir.CONFIG)
-    return config_lib.flatten(config_lib.ConfigDict(saved)) if isinstance(saved, dict) else {}
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def collect(sweep_dir: Path) -> list[dict]:
-    """One row per run directory: finished, failed, running, interrupted or damaged, of any task.
-
-    Every row has `metric`, `value` and `goal` (the run's headline figure, lower or higher
-    better) and `diverged`; language-model rows also have perplexities, losses in nats, bits
-    per character on char corpora, and `vocab_size` (from vocab.json, when the run saved it).
-    """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise DataError(f"{sweep_dir}: no such directory")
-    dirs = run_dirs(sweep_dir)
-    if not dirs:
-        raise DataError(f"{sweep_dir}: no run directories (subdirectories with config.json, status.json or "
-                        f"summary.json)")
-    configs = [_config(d) for d in dirs]
-    keys = swept_keys(sweep_dir, configs)
-    rows = []
-    for d, cfg in zip(dirs, configs):
-        summary = rundir.read_summary(d)
-        status = read_json(d / rundir.STATUS)
-        status = status if isinstance(status, dict) else {}
-        values = status.get("values") if isinstance(status.get("values"), dict) else {}
-        row = {"run": d.name, **{k: cfg.get(k, values.get(k)) for k in keys}}
-        row["hidden_size"] = cfg.get("model.hidden_size")
-        if summary is not None:
-            metric, value = records.headline(summary)
-            row.update(status="done", task=summary.get("task", cfg.get("task", "lm")), metric=metric, value=value,
-                       goal=summary.get("goal", "max" if "accuracy" in metric else "min"))
-            for field in ("corpus", "level", "cpu"):
-                row[field] = summary.get(field)
-            for field in ("num_params", "best_valid_ppl", "valid_ppl", "test_ppl", "tokens_per_s", "wall_s",
-                          "steps", "epochs"):
-                row[field] = _number(summary.get(field))
-            nats = {f"{split}_loss": stats.finite(summary.get(f"{split}_loss")) for split in ("valid", "test")}
-            best = stats.finite(row["best_valid_ppl"])
-            nats["best_valid_loss"] = math.log(best) if best is not None and best > 0 else None
-            if summary.get("test_step") is not None:  # tested at the best checkpoint: its validation goes with it
-                row["valid_ppl"], nats["valid_loss"] = row["best_valid_ppl"], nats["best_valid_loss"]
-            for field, loss in nats.items():  # bits per character, on char corpora only
-                char = summary.get("level") == "char" and loss is not None
-                row[field.replace("_loss", "_bpc")] = loss / math.log(2) if char else None
-                if field in summary or field == "best_valid_loss":
-                    row[field] = loss
-            vocab = read_json(d / rundir.VOCAB)
-            row["vocab_size"] = len(vocab) if isinstance(vocab, list) else None
-            losses = [summary[k] for k in ("valid_loss", "test_loss") if k in summary]
-            row["diverged"] = stats.diverged(losses, row["vocab_size"]) or (
-                metric in summary and stats.finite(summary[metric]) is None)
-        elif (d / rundir.SUMMARY).exists():
-            row.update(status="damaged", error=f"{rundir.SUMMARY} is unreadable; rerun the sweep to redo this point",
-                       diverged=False)
-        else:
-            row["status"] = status.get("status", "incomplete")  # "running": running now, or interrupted
-            if status.get("error"):
-                row["error"] = status["error"]
-            row["diverged"] = row["status"] == "failed" and "non-finite" in str(row.get("error", ""))
-        rows.append(row)
-    return rows
 
 
 def _fmt_value(v) -> str:
@@ -395,9 +307,9 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, target: float | N
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir or sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = collect(sweep_dir)
-    configs = {r["run"]: _config(sweep_dir / r["run"]) for r in rows}
-    keys = swept_keys(sweep_dir, list(configs.values())) or ["seed"]
+    rows = results.collect(sweep_dir)
+    configs = {r["run"]: results.run_config(sweep_dir / r["run"]) for r in rows}
+    keys = results.swept_keys(sweep_dir, list(configs.values())) or ["seed"]
     assignments = {**anchors_lib.from_sweep_config(sweep_dir), **anchors_lib.parse_flags(anchor_flags or [])}
     records = {r["run"]: list(read_metrics(sweep_dir / r["run"] / rundir.METRICS))
                for r in rows if r["status"] == "done" or r["diverged"]}
@@ -422,3 +334,18 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, target: float | N
         if any(s.tokens_per_s for s in series):
             written.append(report_plots.pareto(series, label, done[0]["goal"], out_dir / "test_vs_throughput.png"))
     return written
+
+
+def is_run_dir(path: Path) -> bool:
+    """A single run's directory (its own config or summary), as opposed to a sweep directory of runs."""
+    return any((Path(path) / name).is_file() for name in (rundir.CONFIG, rundir.SUMMARY))
+
+
+def report_run(run_dir: Path, out_dir: Path | None = None) -> tuple[dict | None, list[Path]]:
+    """One run: its summary (None while unfinished) and its curves plot, written to `out_dir` (default: the run)."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = list(read_metrics(run_dir / rundir.METRICS))
+    plot = report_plots.run_curves(records, run_dir.name, out_dir / rundir.CURVES)
+    return rundir.read_summary(run_dir), [plot] if plot else []

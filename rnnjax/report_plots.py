@@ -1,4 +1,5 @@
-"""The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput.
+"""The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput;
+for a single run, its train/valid/test curves.
 
 Every figure gives each cell one colour and one marker (the same in all three), each setting
 of the other swept keys one line style and marker fill, and puts its legend outside the axes.
@@ -161,4 +162,32 @@ def pareto(series: list[Series], ylabel: str, goal: str, path: Path) -> Path:
     if drawn:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def run_curves(records: list[dict], title: str, path: Path) -> Path | None:
+    """One run's train, valid and test values of its headline metric against epochs (None: nothing logged).
+
+    The metric is perplexity for a language model, else accuracy where evaluations report it, else the loss.
+    """
+    evals = [r for r in records if r.get("split") != "train"]
+    metric = next((m for m in ("perplexity", "accuracy", "loss") if any(m in r for r in evals or records)), None)
+    if metric is None:
+        return None
+    x = "epoch" if all("epoch" in r for r in records) else "step"  # runs logged before records had epochs
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for split, style in (("train", "-"), ("valid", "o-"), ("test", "s")):
+        rows = [r for r in records if r.get("split") == split and isinstance(r.get(metric), (int, float))]
+        if rows:
+            ax.plot([r[x] for r in rows], [r[metric] for r in rows], style, ms=4,
+                    label=f"{split} (one batch)" if split == "train" else split,
+                    lw=0.8 if split == "train" else 1.5, alpha=0.6 if split == "train" else 1.0)
+    if metric == "perplexity":
+        ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set(xlabel=x, ylabel=metric, title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)

@@ -17,8 +17,8 @@
                                                    train.max_steps changed: train it further)
     foreign    files, but no config to continue    refuse (`restart=True` moves DIR aside first)
 
-A config given for a started or finished run must be that run's (only `config.SAFE_KEYS`
-may differ, and only while it is unfinished); a run never continues under another config.
+A config given for a started or finished run must be that run's (only the resume-safe keys of
+`config_keys.KEYS` may differ, and only while it is unfinished); a run never continues under another config.
 Every file is written atomically (`rnnjax.files`), so a kill leaves each whole or absent.
 """
 
@@ -50,6 +50,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 STATUS = "status.json"
 LOG = "train.log"
+CURVES = "curves.png"  # written by `rnnjax report RUN_DIR`
 RUNS = Path("runs")  # where runs without --workdir go
 LENGTH_KEYS = ("train.num_epochs", "train.max_steps")  # changing one trains a finished run further
 
@@ -303,9 +304,9 @@ def open_run(workdir: Path | str, given: ConfigDict | None, overrides: dict[str,
             os.replace(path / SUMMARY, kept)
             print(f"{path}: training the finished run further; its earlier summary is now {kept.name}")
         if unsafe:
-            raise RunDirError(f"{path}: holds a run of another config (differs in {', '.join(unsafe)}; only "
-                              f"{', '.join(config_lib.SAFE_KEYS)}, checkpoint.* and parallel.* may change when "
-                              f"a run continues); use another --workdir, or pass --restart to move it aside")
+            raise RunDirError(f"{path}: holds a run of another config (differs in {', '.join(unsafe)}; only the "
+                              f"keys `rnnjax config keys` marks 'may change on resume' may change when a run "
+                              f"continues); use another --workdir, or pass --restart to move it aside")
         run = Run(path, config, "started", claim, created, safe)
         if not (path / CONFIG).is_file() or safe:
             run.write_config()  # recovered from a checkpoint, or continued with changed safe keys

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from rnnjax import config as config_lib, rundir
+from rnnjax import cli, config as config_lib, config_keys, rundir
 from rnnjax.config import resolve as resolve_config
 from rnnjax.errors import ConfigError
 
@@ -81,3 +82,58 @@ def test_saved_config_round_trips(tmp_path):
     rundir.open_run(tmp_path, c).release()
     back = config_lib.from_json(tmp_path / "config.json")
     assert config_lib.flatten(back) == config_lib.flatten(c)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_defaults_are_the_key_table_and_each_default_is_in_range():
+    flat = config_lib.flatten(config_lib.defaults())
+    assert flat == {k.name: k.default for k in config_keys.KEYS}
+    for key in config_keys.KEYS:
+        assert key.meaning and "|" not in key.meaning, key.name  # one Markdown table cell
+        assert key.check is None or key.check(key.default), key.name
+    config_lib.validate(config_lib.defaults())
+
+
+def test_readme_key_table_is_what_config_keys_prints(capsys):
+    text = README.read_text()
+    begin, end = "<!-- rnnjax config keys -->\n", "<!-- /rnnjax config keys -->"
+    table = text[text.index(begin) + len(begin):text.index(end)]
+    assert cli.main(["config", "keys"]) == 0
+    assert capsys.readouterr().out == table == config_keys.keys_markdown()
+
+
+def test_resume_safe_keys_come_from_the_table():
+    saved = resolve_config("quickstart", {})
+    flat = config_lib.flatten(saved)
+    for key in config_keys.KEYS:  # every integer key with a range: changed to another valid value
+        if isinstance(key.default, bool) or not isinstance(key.default, int) or key.check is None:
+            continue
+        value = next(v for v in (flat[key.name] + 1, flat[key.name] + 2, 7) if key.check(v))
+        changed = resolve_config("quickstart", {key.name: str(value)})
+        unsafe, safe = config_lib.resume_changes(saved, changed)
+        assert (unsafe, bool(safe)) == (([], True) if key.resume_safe else ([key.name], False)), key.name
+
+
+def test_weight_decay_without_adamw_is_refused():
+    with pytest.raises(ConfigError, match=r"'train.weight_decay' = 0.1: expected 0 with train.optimizer = 'adam'"):
+        resolve_config("quickstart", {"train.weight_decay": "0.1"})
+    assert resolve_config("quickstart", {"train.weight_decay": "0.1", "train.optimizer": "adamw"})
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    assert cli.main(["config", "show", "--config", "ptb:small", "--config.seed=3"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    want = resolve_config("ptb:small", {"seed": "3"})
+    assert config_lib.flatten(config_lib.from_dict(shown, "shown")) == config_lib.flatten(want)
+    assert cli.main(["config", "show", "--config.model.cell=lsmt"]) == 2
+    assert "did you mean 'lstm'" in capsys.readouterr().err
+
+
+def test_train_help_lists_shipped_configs_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--config.KEY=VALUE" in out and "ptb:small|medium|large" in out and "quickstart" in out
+    assert "sweeps/" not in out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, config as config_lib, report, stats
+from rnnjax import cli, config as config_lib, report, results, stats
 from rnnjax.errors import DataError
 from rnnjax.files import write_json_atomic
 
@@ -97,11 +97,11 @@ def test_a_run_tested_at_its_best_checkpoint_reports_that_checkpoint_s_validatio
     d = make_run(tmp_path, "cell=lstm,seed=0", "lstm", 2, 0, 1.0, level="char")
     summary = json.loads((d / "summary.json").read_text())
     write_json_atomic(d / "summary.json", {**summary, "test_step": 20, "best_valid_ppl": math.exp(1.05)})
-    row = report.collect(tmp_path)[0]
+    row = results.collect(tmp_path)[0]
     assert row["valid_ppl"] == math.exp(1.05) and math.isclose(row["valid_loss"], 1.05)
     assert math.isclose(row["valid_bpc"], 1.05 / math.log(2)) and row["valid_bpc"] == row["best_valid_bpc"]
     no_step = make_run(tmp_path / "plain", "cell=lstm,seed=0", "lstm", 2, 0, 1.0, level="char")
-    assert report.collect(no_step.parent)[0]["valid_loss"] == 1.1  # the final model's, as the summary says
+    assert results.collect(no_step.parent)[0]["valid_loss"] == 1.1  # the final model's, as the summary says
 
 
 def test_sweep_file_sets_keys_and_order(tmp_path):
@@ -109,7 +109,7 @@ def test_sweep_file_sets_keys_and_order(tmp_path):
     names = ["cell=lstm,layers=2,seed=1", "cell=gru,layers=2,seed=0"]
     write_json_atomic(tmp_path / "sweep.json", {"keys": ["model.cell", "model.num_layers", "seed"],
                                                 "points": [{"name": n} for n in names]})
-    rows = report.collect(tmp_path)
+    rows = results.collect(tmp_path)
     assert [r["run"] for r in rows[:2]] == names
     assert all("model.num_layers" in r for r in rows)
     assert "| cell | layers | hidden |" in report.markdown(rows, ["model.cell", "model.num_layers", "seed"], "t")
@@ -306,3 +306,22 @@ def test_a_key_zipped_with_the_cell_goes_with_its_name_in_comparisons(tmp_path):
         make_run(tmp_path, f"cell=gru,layers=1,seed={seed}", "gru", 1, seed, 1.5 + 0.01 * seed)
     md = (tmp_path / "results.md").read_text() if report.write_report(tmp_path) else ""
     assert "- lstm (layers=2) is lower than gru (layers=1) by" in md, md
+
+
+def test_report_on_one_run_prints_its_summary_and_writes_its_curves(tmp_path, capsys):
+    run = make_run(tmp_path, "one", "lstm", 2, 0, 1.5)
+    assert cli.main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[:out.index("\nwrote ")])["test_ppl"] == pytest.approx(math.exp(1.5))
+    assert (run / "curves.png").stat().st_size > 0 and not (run / "results.md").exists()
+    assert cli.main(["report", str(run), "--target", "3"]) == 2
+    assert "one run's directory" in capsys.readouterr().err
+    unfinished = make_run(tmp_path, "two", "gru", 2, 0, 1.5, status="running")
+    assert cli.main(["report", str(unfinished)]) == 0
+    assert "unfinished" in capsys.readouterr().out
+
+
+def test_report_on_a_sweep_prints_its_table(tmp_path, capsys):
+    build(tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith((tmp_path / "results.md").read_text())
