@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,10 @@ def one_line_error(excinfo) -> str:
     msg = str(excinfo.value)
     assert "\n" not in msg
     return msg
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_ptb(shared_data):
@@ -170,6 +177,7 @@ def test_text_dir_given_splits_and_concatenation(tmp_path):
     c = load(f"text:{d}", tmp_path, text_level="word")
     assert [c.vocab[i] for i in c.splits["valid"]] == ["a", "b", "<unk>", "<eos>"]
     assert c.files["valid"] == (str(d / "valid.txt"),)
+    assert c.provenance == {"files": {str(d / f"{s}.txt"): sha256(d / f"{s}.txt") for s in ("train", "valid", "test")}}
     (d / "test.txt").unlink()
     with pytest.raises(DataError, match="test.txt not found"):
         load(f"text:{d}", tmp_path)
@@ -234,6 +242,132 @@ def test_hub_source_offline(tmp_path):
     with pytest.raises(DataError) as e:
         load("hub:nobody/no-such-dataset-rnnjax", tmp_path)
     assert "Hugging Face datasets cannot load it" in one_line_error(e)
+
+
+REPO = "ptb-text-only/ptb_text_only"
+COMMIT_A, COMMIT_B = hashlib.sha1(b"a").hexdigest(), hashlib.sha1(b"b").hexdigest()
+
+
+def write_parquet_export(root: Path, splits: dict[str, list[str]]) -> None:
+    """A hub parquet export's layout (CONFIG/SPLIT/0000.parquet): the text in 'sentence', beside an id column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for split, rows in splits.items():
+        path = root / "penn_treebank" / split / "0000.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"id": list(range(len(rows))), "sentence": rows}), path)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path) -> Path:
+    """Hugging Face offline, its caches under tmp_path; set on the modules too, which read the environment once."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
+    monkeypatch.setenv(data.TOKEN_CACHE_ENV, str(tmp_path / "tokens"))
+    return tmp_path / "hf_hub"
+
+
+def cache_commit(tmp_path: Path, commit: str, rows: list[str], mtime: int) -> None:
+    """What loading REPO at `commit` online leaves in datasets' cache (Arrow files under the commit's name)."""
+    import datasets
+
+    src = tmp_path / "src" / commit / REPO.split("/")[1]
+    write_parquet_export(src, {"train": rows * 10, "validation": rows, "test": rows})
+    prepared = Path(datasets.load_dataset(str(src), cache_dir=str(tmp_path / "prep"))["train"].cache_files[0]
+                    ["filename"]).parent
+    target = Path(datasets.config.HF_DATASETS_CACHE) / REPO.replace("/", "___") / "default" / "0.0.0" / commit
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(prepared, target)
+    os.utime(target, (mtime, mtime))  # offline, datasets reads the newest
+
+
+def hub_entries() -> list[str]:
+    return sorted(p.name for p in data.resolve_token_cache().glob("hub-*"))
+
+
+def test_hub_spec_parsing(tmp_path):
+    assert sources.parse_hub_spec(f"{REPO}@refs/convert/parquet") == (REPO, None, "refs/convert/parquet")
+    assert sources.parse_hub_spec("a/b:cfg@v1.0") == ("a/b", "cfg", "v1.0")
+    assert sources.parse_hub_spec("a/b:cfg") == ("a/b", "cfg", None)
+    assert sources.parse_hub_spec("a/b@x@y") == ("a/b", None, "x@y")  # only the first '@' separates
+    for spec, part in [("", "NAME"), ("@main", "NAME"), (":cfg", "NAME"), ("a/b@", "REVISION after '@'"),
+                       ("a/b:", "CONFIG after ':'"), ("a/b:@main", "CONFIG after ':'")]:
+        with pytest.raises(ConfigError) as e:
+            load(f"hub:{spec}", tmp_path)
+        assert one_line_error(e) == (f"config key 'data.corpus' = 'hub:{spec}': empty {part}; "
+                                     f"expected hub:NAME[:CONFIG][@REVISION]")
+
+
+def test_hub_parquet_export_layout(tmp_path, offline_hub):
+    d = tmp_path / "ptb_text_only"
+    write_parquet_export(d, {"train": ["one two three"] * 30, "validation": ["one two"], "test": ["three"]})
+    c = load(f"hub:{d}", tmp_path, text_level="word", hub_text_field="sentence")
+    assert [len(c.splits[s]) for s in data.SPLITS] == [120, 3, 2]
+    assert [c.vocab[i] for i in c.splits["valid"]] == ["one", "two", "<eos>"]  # the text column, not the ids
+    files = [f for s in data.SPLITS for f in c.files[s]]
+    assert len(set(files)) == 3 and all(f.endswith(".arrow") for f in files)
+    assert c.provenance == {"files": {f: sha256(f) for f in files}, "revision": None, "commit": None}
+    with pytest.raises(ConfigError) as e:
+        load(f"hub:{d}", tmp_path)
+    assert "config key 'data.hub_text_field' = 'text'" in one_line_error(e) and "'sentence'" in one_line_error(e)
+    with pytest.raises(ConfigError) as e:
+        load(f"hub:{d}@main", tmp_path, hub_text_field="sentence")
+    assert "is a local directory, which has no revisions" in one_line_error(e)
+
+
+def test_hub_revision_offline(tmp_path, offline_hub, monkeypatch):
+    import datasets
+
+    asked, real = [], datasets.load_dataset
+
+    def spy(path, *args, **kwargs):  # the revisions rnnjax asks datasets for, REPO's
+        if path == REPO:
+            asked.append(kwargs["revision"])
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
+
+    def hub(spec: str) -> data.Corpus:
+        return load(f"hub:{spec}", tmp_path, text_level="word", hub_text_field="sentence")
+
+    cache_commit(tmp_path, COMMIT_A, ["alpha beta"], 1_000_000)
+    a = hub(f"{REPO}@{COMMIT_A}")
+    assert "alpha" in a.vocab and asked == [COMMIT_A]
+    assert a.provenance["revision"] == a.provenance["commit"] == COMMIT_A
+    files = sorted({f for fs in a.files.values() for f in fs})
+    assert len(files) == 3 and all(f"/{COMMIT_A}/" in f for f in files)
+    assert a.provenance["files"] == {f: sha256(f) for f in files}
+    assert len(hub_entries()) == 1
+
+    cache_commit(tmp_path, COMMIT_B, ["gamma delta"], 2_000_000)
+    b = hub(f"{REPO}@{COMMIT_B}")
+    assert "gamma" in b.vocab and b.provenance["commit"] == COMMIT_B and len(hub_entries()) == 2
+    with pytest.raises(DataError) as e:  # offline, datasets would hand back B, the newest cached copy
+        hub(f"{REPO}@{COMMIT_A}")
+    assert f"revision {COMMIT_A} is commit {COMMIT_A}, but datasets loaded commit {COMMIT_B}" in one_line_error(e)
+
+    ref = offline_hub / f"datasets--{REPO.replace('/', '--')}" / "refs" / "refs/convert/parquet"
+    ref.parent.mkdir(parents=True)
+    ref.write_text(COMMIT_A)  # where huggingface_hub's cache last saw the ref point
+    with pytest.raises(DataError, match=f"revision refs/convert/parquet is commit {COMMIT_A}"):
+        hub(f"{REPO}@refs/convert/parquet")
+    ref.write_text(COMMIT_B)
+    parquet = hub(f"{REPO}@refs/convert/parquet")
+    assert parquet.provenance["revision"] == "refs/convert/parquet" and parquet.provenance["commit"] == COMMIT_B
+    assert parquet.splits["train"].tolist() == b.splits["train"].tolist()
+    assert len(hub_entries()) == 3  # same commit, another revision: its own entry
+    assert asked[-1] == "refs/convert/parquet"
+
+    stats = data.corpus_stats(cfg(f"hub:{REPO}@{COMMIT_B}", text_level="word", hub_text_field="sentence"), tmp_path)
+    assert stats["revision"] == stats["commit"] == COMMIT_B and stats["files"] == b.provenance["files"]
 
 
 def test_vocab_check_names_the_first_differing_id(tmp_path):

@@ -11,7 +11,9 @@ registered file's `Remote.path`: `ptb/ptb.train.txt`, `tinyshakespeare/input.txt
     tinyshakespeare, anna, jaychou, timemachine   characters of one file, split contiguously
     text:PATH        a user's file, or a directory holding train.txt/valid.txt/test.txt
                      (else every *.txt in it, in name order); `data.text_level` word|char
-    hub:NAME[:CONFIG]  a Hugging Face hub dataset that `datasets` loads without a script
+    hub:NAME[:CONFIG][@REVISION]  the column `data.hub_text_field` of a Hugging Face hub dataset
+                     that `datasets` loads without a script; @REVISION pins a branch, tag, ref or commit,
+                     e.g. hub:ptb-text-only/ptb_text_only@refs/convert/parquet (column 'sentence')
     synthetic        the generated corpus with a known perplexity floor
 and `load_sentences` reads `rt-polarity` (labelled sentences). Single-file corpora are
 cut into train/valid/test as contiguous runs of tokens in the fractions
@@ -33,7 +35,7 @@ from rnnjax.config import ConfigDict
 from rnnjax.data.cache import cached_splits
 from rnnjax.data.corpus import Corpus, Sentences
 from rnnjax.data.fetch import DATA_DIR_ENV, Remote, fetch, fetch_command, verify
-from rnnjax.data.sources import load_hub, load_text
+from rnnjax.data.sources import HUB_SPEC, load_hub, load_text
 from rnnjax.data.synthetic import splits as synthetic_splits
 from rnnjax.data.synthetic import symbols as synthetic_symbols
 from rnnjax.data.text import (SPLITS, d2l_letters, make_splits, ptb_char_tokens, read_text, read_texts,
@@ -102,7 +104,8 @@ def _ptb(data_dir: Path, config: ConfigDict, name: str, level: str, tokenize: Ca
                            {s: str(p) for s, p in files.items()})
 
     vocab, splits = cached_splits(name, key, build)
-    return Corpus(name, level, vocab, splits, files={s: (str(p),) for s, p in files.items()})
+    return Corpus(name, level, vocab, splits, files={s: (str(p),) for s, p in files.items()},
+                  provenance={"files": dict(zip(map(str, paths), sums))})
 
 
 def _single_file_chars(name: str, preprocess: Callable[[str], str] = lambda t: t, option: str = ""):
@@ -126,7 +129,8 @@ def _chars_of_file(name: str, path: Path, sha: str, config: ConfigDict, preproce
         return make_splits(split_fractions(tokens, d.split_fractions), "char", config, dict.fromkeys(SPLITS, str(path)))
 
     vocab, splits = cached_splits(name, key, build)
-    return Corpus(name, "char", vocab, splits, files=dict.fromkeys(SPLITS, (str(path),)))
+    return Corpus(name, "char", vocab, splits, files=dict.fromkeys(SPLITS, (str(path),)),
+                  provenance={"files": {str(path): sha}})
 
 
 def _load_timemachine(data_dir: Path, config: ConfigDict) -> Corpus:
@@ -198,8 +202,8 @@ REGISTRY: dict[str, Entry] = {
         ]
     ), sentences=True),
 }
-SOURCES = {"text": load_text, "hub": load_hub}  # `text:PATH`, `hub:NAME[:CONFIG]`: the user's files, not registered
-CORPORA = (*(n for n, e in REGISTRY.items() if not e.sentences), "text:PATH", "hub:NAME[:CONFIG]")
+SOURCES = {"text": load_text, "hub": load_hub}  # `text:PATH`, `hub:NAME...`: the user's files, not registered
+CORPORA = (*(n for n, e in REGISTRY.items() if not e.sentences), "text:PATH", HUB_SPEC)
 SENTENCE_CORPORA = tuple(n for n, e in REGISTRY.items() if e.sentences)
 FETCHABLE = tuple(n for n, e in REGISTRY.items() if e.remotes)
 

@@ -20,6 +20,9 @@ class Corpus(NamedTuple):
     splits: dict[str, np.ndarray]  # "train" | "valid" | "test" -> int32 token ids
     floor_ppl: float | None = None  # exact perplexity floor, for generated corpora
     files: dict[str, tuple[str, ...]] | None = None  # split -> files its tokens come from; None if generated
+    # what the run read, for its record: {"files": {file: SHA-256}}, and for hub: "revision" (asked) and
+    # "commit" (loaded); None if generated
+    provenance: dict | None = None
 
     @property
     def vocab_size(self) -> int:

@@ -37,9 +37,8 @@ def corpus_stats(config: ConfigDict, data_dir: Path) -> dict:
         out["splits"][split] = row
     if c.floor_ppl is not None:
         out["floor_ppl"] = c.floor_ppl
-    if c.files:
-        paths = sorted({f for fs in c.files.values() for f in fs})
-        out["files"] = {f: file_sha256(Path(f)) for f in paths if Path(f).is_file()}
-        if len({fs for fs in c.files.values()}) == 1:
-            out["split"] = f"contiguous fractions {tuple(config.data.split_fractions)} of the token sequence"
+    if c.provenance:
+        out.update(c.provenance)  # "files": {file: SHA-256}; hub: also "revision" and "commit"
+    if c.files and len(set(c.files.values())) == 1:
+        out["split"] = f"contiguous fractions {tuple(config.data.split_fractions)} of the token sequence"
     return out
