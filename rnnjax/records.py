@@ -1,5 +1,6 @@
-"""What a run records, wherever it goes: the metrics-writer interface and its JSONL backend,
-reading records back, and the one summary schema every task's `summary.json` follows.
+"""What a run records, wherever it goes: the metrics-writer interface, its JSONL backend (the
+source of truth) and TensorBoard view, reading records back, and the one summary schema every
+task's `summary.json` follows.
 
 `rnnjax.rundir` decides the files' names and when they are written; this module only
 knows what is in them.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import numbers
 import platform
 import socket
+import time
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import jax
 
@@ -26,7 +29,7 @@ SUMMARY_CORE = ("task", "metric", "goal", "steps", "epochs", "num_params", "wall
 # ---- metrics -----------------------------------------------------------------------------
 
 class MetricsWriter(Protocol):
-    """Where logged records go; another backend (TensorBoard, W&B) is one more class."""
+    """Where logged records go; another backend (W&B) is one more class."""
 
     records: int  # records written so far, counted from the start of the run
 
@@ -73,6 +76,25 @@ class NoMetrics:
         pass
 
 
+class TeeMetrics:
+    """Every record to each of several writers; the first (metrics.jsonl) counts them."""
+
+    def __init__(self, *writers: MetricsWriter):
+        self.writers = writers
+
+    @property
+    def records(self) -> int:
+        return self.writers[0].records
+
+    def write(self, record: dict) -> None:
+        for writer in self.writers:
+            writer.write(record)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
 def read_metrics(path: Path | str) -> Iterator[dict]:
     """Records of a `metrics.jsonl`; a torn line (from a kill mid-write) is skipped."""
     path = Path(path)
@@ -86,6 +108,89 @@ def read_metrics(path: Path | str) -> Iterator[dict]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+# ---- TensorBoard -------------------------------------------------------------------------
+
+NOT_SCALARS = ("step", "epoch", "wall_s")  # where a record sits in time: TensorBoard has its own step and time axes
+
+
+def tensorboard_installed() -> bool:
+    """Whether tensorboardX, the optional `tensorboard` extra, imports."""
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """A record's finite numbers as TensorBoard tags: `split/key` (`train/loss`, `valid/perplexity`),
+    or `event/key` for an event (`rollback/lr_scale`); none for a record that names neither.
+    (metrics.jsonl holds a non-finite value, e.g. the first record's tokens/s, as a string.)"""
+    group = record.get("split") or record.get("event")
+    if not isinstance(group, str):
+        return {}
+    return {f"{group}/{key}": float(value) for key, value in record.items()
+            if key not in NOT_SCALARS and isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value)}
+
+
+def _event(**fields) -> bytes:
+    """One serialized TensorBoard `Event`, stamped now (tensorboardX's copy of the protobuf; no TensorFlow)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    return Event(wall_time=time.time(), **fields).SerializeToString()
+
+
+class TensorBoardMetrics:
+    """TensorBoard event files of the records' `scalars`, each at its record's step: a view of
+    metrics.jsonl (which stays the source of truth) for `tensorboard --logdir`.
+
+    Needs the `tensorboard` extra (tensorboardX). One event per record, flushed (and fsynced,
+    by tensorboardX) as it is written. Each writer starts a new file in `directory`, named by
+    the time: TensorBoard reads a run's files in name order.
+
+    On resume `logged` is what metrics.jsonl held before it was cut to its first `keep`
+    records. The new file opens with a restart marker at the earliest step cut, which makes
+    TensorBoard hide what earlier files hold from that step on, then writes the kept records
+    from that step on again: each curve shows the kept records, one value per step. A
+    directory without event files yet gets every kept record.
+    """
+
+    def __init__(self, directory: Path | str, logged: Sequence[dict] = (), keep: int | None = None):
+        from tensorboardX import RecordWriter
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        kept = list(logged[:keep])
+        if any(directory.glob("events.out.tfevents.*")):
+            since = min((r["step"] for r in logged[len(kept):]), default=None)
+        else:
+            since = 0 if kept else None
+        self._file = RecordWriter(str(directory / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"))
+        self._file.write(_event(file_version="brain.Event:2"))
+        if since is not None:
+            self._file.write(_event(step=since, session_log={"status": "START"}))
+            for record in kept:
+                if record["step"] >= since:
+                    self._add(record)
+        self._file.flush()
+        self.records = len(kept)
+
+    def _add(self, record: dict) -> None:
+        values = scalars(record)
+        if values:
+            self._file.write(_event(step=record["step"], summary={
+                "value": [{"tag": tag, "simple_value": value} for tag, value in values.items()]}))
+
+    def write(self, record: dict) -> None:
+        self._add(record)
+        self._file.flush()
+        self.records += 1
+
+    def close(self) -> None:
+        self._file.close()
 
 
 # ---- summaries ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     DIR/config.json    the run's identity: its resolved config, written before the first step
     DIR/vocab.json     token list, id order
     DIR/metrics.jsonl  one JSON object per logged event (append-only, flushed per line)
+    DIR/tensorboard/   TensorBoard event files of the same records, with the `tensorboard` extra installed
     DIR/summary.json   the run's result, written once when it finishes (`records.make_summary`)
     DIR/checkpoints/   Orbax checkpoints (rnnjax.checkpoint); every one holds the config too
     DIR/status.json, DIR/train.log   a sweep point's state and output (rnnjax.sweep)
@@ -41,12 +42,14 @@ from rnnjax import config as config_lib
 from rnnjax.config import ConfigDict
 from rnnjax.errors import DataError, RunDirError
 from rnnjax.files import read_json, write_json_atomic
-from rnnjax.records import JsonlMetrics, MetricsWriter, NoMetrics, headline
+from rnnjax.records import (JsonlMetrics, MetricsWriter, NoMetrics, TeeMetrics, TensorBoardMetrics, headline,
+                            read_metrics, tensorboard_installed)
 
 LOCK = ".lock"
 CONFIG = "config.json"
 VOCAB = "vocab.json"
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
 SUMMARY = "summary.json"
 STATUS = "status.json"
 LOG = "train.log"
@@ -200,8 +203,15 @@ class Run:
             write_json_atomic(self.path / VOCAB, vocab)
 
     def metrics(self, keep: int | None = None) -> MetricsWriter:
-        """The metrics writer, cut back to the first `keep` records on resume."""
-        return JsonlMetrics(self.path / METRICS, keep) if self.writes else NoMetrics(keep)
+        """The metrics writer, cut back to the first `keep` records on resume: metrics.jsonl, and
+        TensorBoard events in tensorboard/ when tensorboardX is installed."""
+        if not self.writes:
+            return NoMetrics(keep)
+        if not tensorboard_installed():
+            return JsonlMetrics(self.path / METRICS, keep)
+        logged = list(read_metrics(self.path / METRICS))  # before JsonlMetrics cuts it
+        return TeeMetrics(JsonlMetrics(self.path / METRICS, keep),
+                          TensorBoardMetrics(self.path / TENSORBOARD, logged, keep))
 
     def write_summary(self, summary: dict) -> None:
         if self.writes:
