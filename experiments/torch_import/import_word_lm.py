@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from rnnjax import interop
 from rnnjax import config as config_lib
+from rnnjax import interop
 from rnnjax.data import load_corpus, resolve_data_dir
 
 KINDS = {"rnn_tanh": "RNN", "rnn_relu": "RNN", "gru": "GRU", "lstm": "LSTM"}
