@@ -57,7 +57,7 @@ KEYS = (
     Key("seed", 0, "PRNG seed of initialisation, dropout and data order", **_NON_NEGATIVE),
     Key("task", "lm", "what `rnnjax train` runs: lm, sine, echo or sentiment (rnnjax.tasks)", **_one_of(*TASKS)),
 
-    Key("data.corpus", "synthetic", "corpus name (`rnnjax data`), `text:PATH` or `hub:NAME[:CONFIG]`"),
+    Key("data.corpus", "synthetic", "corpus name (`rnnjax data`), `text:PATH` or `hub:NAME[:CONFIG][@REVISION]`"),
     Key("data.encoding", "utf-8", "encoding of the corpus files, e.g. latin-1 for rt-polarity", _encoding,
         "a Python codec name, e.g. 'utf-8' or 'latin-1'"),
     Key("data.sampling", "contiguous", "batches: contiguous (Zaremba, state carried), sequential (d2l, "
@@ -70,7 +70,8 @@ KEYS = (
         **_one_of("char", "word")),
     Key("data.timemachine_text", "d2l", "The Time Machine: d2l (letters only, lower-cased) or raw (every "
         "character)", **_one_of("d2l", "raw")),
-    Key("data.hub_text_field", "text", "column holding the text of a hub: corpus"),
+    Key("data.hub_text_field", "text", "column holding the text of a hub: corpus (sentence for "
+        "hub:ptb-text-only/ptb_text_only@refs/convert/parquet)"),
     Key("data.synthetic_vocab_size", 24, "synthetic corpus: symbols of the Markov source", **_at_least(2)),
     Key("data.synthetic_branching", 3, "synthetic corpus: successors each context can have", **_AT_LEAST_1),
     Key("data.synthetic_train_tokens", 400_000, "synthetic corpus: training tokens", **_AT_LEAST_1),

@@ -149,12 +149,17 @@ def run_point(point: Point, run_dir: Path, cmd: list[str], env: dict[str, str],
     return status
 
 
+def points_to_run(workdir: Path, points: list[Point], retry_failed: bool = False) -> list[Point]:
+    """The points a launcher starts: new and interrupted ones, and failed ones when asked to retry them."""
+    wanted = ("new", "interrupted", "failed") if retry_failed else ("new", "interrupted")
+    return [p for p in points if point_status(Path(workdir) / p.name) in wanted]
+
+
 def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 1, retry_failed: bool = False,
               data_dir: str | None = None, log: Callable[[str], None] = print) -> int:
     """Run the points not yet done, `jobs` at a time; return the number that failed."""
     states = {p.name: point_status(workdir / p.name) for p in points}
-    todo = [p for p in points if states[p.name] in ("new", "interrupted")
-            or (retry_failed and states[p.name] == "failed")]
+    todo = points_to_run(workdir, points, retry_failed)
     done = sum(s == "done" for s in states.values())
     elsewhere = [p.name for p in points if states[p.name] == "running"]
     failed_left = [p for p in points if states[p.name] == "failed" and not retry_failed]
@@ -163,6 +168,7 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
         f"{len(todo)} to run, {jobs} at a time")
     for p in failed_left:
         log(f"  failed earlier: {p.name}: {_recorded_error(workdir / p.name)}")
+    record_launch(workdir, "local", {p.name: f"{socket.gethostname()}:{os.getpid()}" for p in todo})
     placement = job_placement(min(jobs, max(len(todo), 1)))
     work: queue.Queue = queue.Queue()
     for p in todo:
@@ -270,4 +276,14 @@ def record_sweep(workdir: Path, config_spec: str, overrides: dict[str, str], poi
         recorded.setdefault(p.name, {"name": p.name, "values": p.values, "overrides": p.overrides})
     keys = list(points[0].values) if points else (old or {}).get("keys", [])
     write_json_atomic(path, {"config": config_spec, "overrides": overrides, "keys": keys,
-                             "names": short_names(keys), "points": list(recorded.values())})
+                             "names": short_names(keys), "points": list(recorded.values()),
+                             "launches": (old or {}).get("launches", [])})
+
+
+def record_launch(workdir: Path, launcher: str, jobs: dict[str, str]) -> None:
+    """Add a launch to DIR/sweep.json: which launcher ran which points, under which job ids."""
+    path = Path(workdir) / SWEEP
+    record = read_json(path)
+    launches = record.setdefault("launches", [])
+    launches.append({"launcher": launcher, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "jobs": jobs})
+    write_json_atomic(path, record)

@@ -38,13 +38,16 @@ class Preempted(Exception):
 
 
 class StopSignals:
-    """While entered, SIGTERM and SIGINT only set `received`; the loop checkpoints and stops.
+    """While entered, SIGTERM, SIGINT and SIGUSR2 only set `received`; the loop checkpoints and stops.
+
+    SIGUSR2 is the warning SLURM sends ahead of a time limit or preemption (`--signal=USR2@90`,
+    submitit's default), which reaches every process of the job step, this one included.
 
     The first signal restores the previous handlers, so a second one acts as usual
     (Ctrl-C twice interrupts at once). Outside the main thread nothing is installed.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
     def __init__(self):
         self.received: str | None = None

@@ -78,6 +78,7 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
             "corpus": corpus.name,
             "level": corpus.level,  # "char": rnnjax report adds bits per character
             "floor_ppl": corpus.floor_ppl,
+            "data": corpus.provenance,  # what was read: files' SHA-256; hub: also the revision and commit
         }
 
     return loop.Task(
