@@ -264,7 +264,9 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
 
     def evaluate(step: int) -> float | None:
         nonlocal tally
+        started = time.time()
         e = task.evaluate(parallel.local_copy(state.params), step, tally.epoch_loss / max(tally.epoch_n, 1))
+        progress.exclude(time.time() - started)  # tokens/s and the ETA count training time only
         write(e.records, step)
         tally = tally._replace(history=tally.history + ([e.value] if e.value is not None else []), last=e.records)
         log(e.message)

@@ -16,7 +16,8 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """Tracks throughput from the second logged step on (the first includes compilation)."""
+    """Tracks throughput from the second logged step on (the first includes compilation); time spent
+    outside training (evaluation, sampling) is left out of tokens/s and the ETA (`exclude`)."""
 
     def __init__(self, total_steps: int, tokens_per_step: int, log: Callable[[str], None] = print):
         self.total = total_steps
@@ -35,6 +36,12 @@ class Progress:
             self._last_t, self._last_s = now, step
         self.step = step
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` just spent on something other than training out of tokens/s and the ETA."""
+        if self._t0 is not None:
+            self._t0 += seconds
+            self._last_t += seconds
+
     def tokens_per_s(self) -> float:
         """Throughput since the last report (or since the first step)."""
         now = time.time()
@@ -48,10 +55,10 @@ class Progress:
 
     def report(self, record: dict) -> None:
         eta = self.eta()
-        tokens = (f"ppl {ppl_text(record['perplexity'])} | {record['tokens_per_s']:,.0f} tok/s | "
+        tokens = (f"batch ppl {ppl_text(record['perplexity'])} | {record['tokens_per_s']:,.0f} tok/s | "
                   if "tokens_per_s" in record else "")
         self.log(
-            f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']:.2f} | loss {record['loss']:.4f} | "
+            f"step {record['step']:>7,}/{self.total:,} | epoch {record['epoch']:.2f} | batch loss {record['loss']:.4f} | "
             f"{tokens}lr {record['lr']:.3g} | |g| {record['grad_norm']:.2f} | "
             f"ETA {format_seconds(eta) if eta == eta else '?'}"
         )

@@ -181,4 +181,18 @@ def test_char_corpora_print_bits_per_character(tmp_path, capsys):
     run(tmp_path, "char", **{"data.corpus": f"text:{text}", "train.max_steps": "6"})
     out = capsys.readouterr().out
     assert re.search(r"valid ppl [\d.]+ \([\d.]+ bpc\), test ppl [\d.]+ \([\d.]+ bpc\)", out)
-    assert re.search(r"epoch [\d.]+: train ppl [\d.]+, valid ppl [\d.]+ \([\d.]+ bpc\)", out)
+    assert re.search(r"epoch [\d.]+: train ppl [\d.]+ \(epoch mean\), valid ppl [\d.]+ \([\d.]+ bpc\)", out)
+
+
+def test_tokens_per_s_and_eta_leave_evaluation_time_out(monkeypatch):
+    from rnnjax import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    p = progress.Progress(100, tokens_per_step=10, log=lambda line: None)
+    p.update(1)  # the first step (compilation) starts the clock
+    clock[0] = 10.0
+    p.update(11)  # 10 steps of training in 10 s ...
+    clock[0] = 40.0
+    p.exclude(30.0)  # ... then 30 s of evaluation
+    assert p.tokens_per_s() == 10.0 and p.eta() == 89.0

@@ -48,7 +48,7 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
 
     def evaluate(params, step: int, train_loss: float) -> loop.Evaluation:
         valid = scores(nll(params, "valid"))
-        message = (f"epoch {step / spe:.2f}: train ppl {ppl_text(perplexity(train_loss))}, "
+        message = (f"epoch {step / spe:.2f}: train ppl {ppl_text(perplexity(train_loss))} (epoch mean), "
                    f"valid ppl {ppl_text(valid['perplexity'], 3)}"
                    + (f" ({valid['bpt']:.4f} bpc)" if corpus.level == "char" else ""))
         if config.eval.sample_length > 0:
