@@ -198,6 +198,10 @@ class Checkpoints:
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files
                 bad[step] = _why(e)
                 continue
+            if meta.get("imported"):
+                raise DataError(f"{self.workdir}: holds imported weights without optimizer state "
+                                f"(interop.write_lm_run): rnnjax eval and rnnjax sample read it, training cannot "
+                                f"continue it")
             check(meta)
             try:
                 restored = self._restore(step, params, train, meta)

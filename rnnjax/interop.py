@@ -292,7 +292,7 @@ def write_lm_run(workdir: Path | str, config: ConfigDict, vocab: list[str], para
             run.write_vocab(vocab)
             with checkpoint.Checkpoints(path, config) as ckpts:
                 ckpts.save(0, params, {"step": jnp.zeros((), jnp.int32)},
-                           {"step": 0, "config": config.to_dict(), "vocab": vocab})
+                           {"step": 0, "config": config.to_dict(), "vocab": vocab, "imported": True})
                 ckpts.wait()
         except BaseException:
             run.abandon()

@@ -303,6 +303,14 @@ def test_write_lm_run_refuses_parameters_of_another_model(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_training_an_imported_run_is_one_line_saying_why(tmp_path, capsys):
+    params = interop.lm_params_from_torch(WordLM("lstm", 7, 4, 4, 1, tied=True), "lstm")
+    config = interop.lm_config(defaults(), params, "lstm")
+    run = interop.write_lm_run(tmp_path / "run", config, list("abcdefg"), params)
+    assert cli.main(["train", "--workdir", str(run)]) == 2
+    assert "holds imported weights without optimizer state" in capsys.readouterr().err
+
+
 def load_example():
     path = ROOT / "experiments" / "torch_import" / "import_word_lm.py"
     spec = importlib.util.spec_from_file_location("import_word_lm", path)
