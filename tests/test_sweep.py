@@ -74,9 +74,10 @@ def test_product_zip_and_overrides(tmp_path):
 def test_names_are_readable_and_stable(tmp_path):
     spec = write_sweep(tmp_path, 'product(sweep("config.model.cell", ["gru"]), sweep("config.model.num_layers", [2]), '
                                  'sweep("config.model.dropout", [0.5]), sweep("config.seed", [0]), '
-                                 'sweep("config.train.weight_decay", [1e-4]), sweep("config.model.layer_sizes", [(8, 4)]))')
+                                 'sweep("config.train.optimizer", ["adamw"]), sweep("config.train.weight_decay", [1e-4]), '
+                                 'sweep("config.model.layer_sizes", [(8, 4)]))')
     first, second = expand(spec), expand(spec)
-    assert first[0].name == "cell=gru,layers=2,dropout=0.5,seed=0,weight_decay=0.0001,layer_sizes=8-4"
+    assert first[0].name == "cell=gru,layers=2,dropout=0.5,seed=0,opt=adamw,weight_decay=0.0001,layer_sizes=8-4"
     assert [p.name for p in first] == [p.name for p in second]
     assert sweep.short_names(["model.dropout", "data.dropout"]) == {"model.dropout": "model.dropout",
                                                                     "data.dropout": "data.dropout"}
