@@ -8,8 +8,14 @@ The recipe of `shakespeare_char.py` (Adam 2e-3, clip 5, batch 50 x 100, early st
 with patience 3, at most 40 epochs, test at the best-validation checkpoint) for rnn_tanh,
 gru, lstm, min_gru and min_lstm with 1, 2 or 3 layers and (Zaremba) dropout 0 or 0.3,
 seed 0. At each depth every cell is parameter-matched to the LSTM of that depth with 256
-units per layer. The (2 layers, dropout 0) points repeat seed 0 of the main grid and must
-give the same numbers (same code, same seed: a determinism check across sweeps).
+units per layer. The (2 layers, dropout 0) points are seed 0 of the main grid: the same
+config key for key, so their run directories were copied from `runs/` (without checkpoints)
+instead of being trained again, and the sweep skips them as done:
+
+    for c in lstm gru rnn_tanh min_gru min_lstm; do
+        mkdir -p "ablation_runs/dropout=0,layers=2,cell=$c"
+        cp runs/seed=0,cell=$c/{config,metrics,status,summary,train,vocab}.* "ablation_runs/dropout=0,layers=2,cell=$c/"
+    done
 """
 
 from pathlib import Path
