@@ -204,6 +204,11 @@ def validate(config: ConfigDict) -> None:
         refuse("model.cell", f"one of {', '.join(sorted(cells.CELLS))} (or a cell registered with "
                              f"rnnjax.cells.register_cell by the module that model.cell_module names)"
                              f"{_suggest(m.cell, cells.CELLS)}")
+    if m.impl == "cudnn" and m.cell != "lstm":
+        refuse("model.impl", f"'fast' or 'reference' with model.cell = {m.cell!r} (cudnn runs LSTMs only)")
+    if m.impl == "cudnn" and config.task not in ("lm", "echo"):
+        refuse("model.impl", f"'fast' or 'reference' with task = {config.task!r} (cudnn runs the language model "
+                             f"of tasks lm and echo)")
     if len(m.layer_sizes) not in (0, m.num_layers):
         refuse("model.layer_sizes", f"empty or one size per layer (model.num_layers = {m.num_layers})")
     if config.data.synthetic_branching > config.data.synthetic_vocab_size:

@@ -94,8 +94,9 @@ KEYS = (
         lambda v: v >= 0, "0 (default init) or positive"),
     Key("model.forget_bias", 0.0, "added to the LSTM forget-gate bias at initialisation"),
     Key("model.scan_unroll", 1, "lax.scan unroll factor of the recurrence", **_AT_LEAST_1),
-    Key("model.impl", "fast", "fast (custom-VJP scans, fused decoder + NLL) or reference (plain autodiff); "
-        "same values", **_one_of("fast", "reference")),
+    Key("model.impl", "fast", "fast (custom-VJP scans, fused decoder + NLL) or reference (plain autodiff), "
+        "same values; cudnn: the LSTM layers through jax.experimental.rnn (an NVIDIA or AMD GPU, float32, "
+        "tasks lm and echo)", **_one_of("fast", "reference", "cudnn")),
 
     Key("train.batch_size", 20, "sequences per step (split over the data-parallel devices)", **_AT_LEAST_1),
     Key("train.seq_len", 20, "unrolled steps per batch (truncated BPTT length)", **_AT_LEAST_1),

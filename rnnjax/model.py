@@ -8,8 +8,10 @@
 `logits` are time-major [T, B, V]; `key=None` means evaluation (no dropout). `nll` is
 what training and evaluation use: with `model.impl = "fast"` it runs the layers through
 `recurrent.scan_with_vjp` and the decoder through `decoder_nll`, which never hands the
-[T, B, V] logits to autodiff; with "reference" it is `token_nll(apply(...))`. The loss is
-computed in the wider of the parameters' dtype and float32 (`cells.acc_dtype`).
+[T, B, V] logits to autodiff; with "reference" it is `token_nll(apply(...))`; with "cudnn"
+(LSTM, float32, a GPU) the layers run through `rnnjax.cudnn` (`jax.experimental.rnn`) on the
+same parameters and the decoder through `decoder_nll`. The loss is computed in the wider of
+the parameters' dtype and float32 (`cells.acc_dtype`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnjax import cells, recurrent
+from rnnjax import cells, cudnn, recurrent
 from rnnjax.config import ConfigDict, apply_overrides, layer_sizes
 from rnnjax.errors import ConfigError
 
@@ -96,6 +98,8 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
         raise ConfigError(
             f"model.tie_embeddings needs the top layer size ({sizes[-1]}) to equal the embedding size ({n_embed})"
         )
+    if m.impl == "cudnn":
+        cudnn.check_backend()
 
     def init(key: Array, dtype=jnp.float32) -> dict:
         k_embed, k_layers, k_dec, k_scale = jax.random.split(key, 4)
@@ -118,11 +122,15 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
 
     def hidden(params: dict, carries: list, tokens: Array, key: Array | None) -> tuple[list, Array, Array]:
         x = params["embed"][tokens.T]  # [T, B, E], gathered time-major
-        carries, h = recurrent.run_stack(
-            cell, params["layers"], carries, x,
-            dropout=m.dropout, variational=m.dropout_type == "variational",
-            key=key, scan_unroll=m.scan_unroll, fast=m.impl == "fast",
-        )
+        if m.impl == "cudnn":
+            carries, h = cudnn.run_stack(params["layers"], carries, x, dropout=m.dropout,
+                                         variational=m.dropout_type == "variational", key=key)
+        else:
+            carries, h = recurrent.run_stack(
+                cell, params["layers"], carries, x,
+                dropout=m.dropout, variational=m.dropout_type == "variational",
+                key=key, scan_unroll=m.scan_unroll, fast=m.impl == "fast",
+            )
         w = params["decoder"].get("w")
         return carries, h, params["embed"].T if w is None else w
 
@@ -132,7 +140,7 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
 
     def nll(params: dict, carries: list, tokens: Array, targets: Array, key: Array | None = None
             ) -> tuple[list, Array]:
-        if m.impl != "fast":
+        if m.impl == "reference":
             carries, logits = apply(params, carries, tokens, key)
             return carries, token_nll(logits, targets)
         carries, h, w = hidden(params, carries, tokens, key)
@@ -164,6 +172,8 @@ MATCH_TOLERANCE = 0.02  # sweep.match_params: relative parameter-count differenc
 
 def param_count(config: ConfigDict, vocab_size: int) -> int:
     """Parameters of the model `config` describes, from shapes only (nothing is allocated)."""
+    if config.model.impl == "cudnn":  # same parameters; and no GPU needed to count them (a sweep's planner)
+        config = apply_overrides(config, {"model.impl": "reference"})
     shapes = jax.eval_shape(make_lm(config, vocab_size).init, jax.random.key(0))
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes)))
 
