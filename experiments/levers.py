@@ -6,7 +6,7 @@ Groups (each timed interleaved, median ms per call over `--repeats`):
   decoder: the decoder + softmax cross-entropy value-and-gradient on [T, B, H] hidden states,
            optax on [T, B, V] logits (reference) vs `rnnjax.model.decoder_nll` (fast);
   layer:   one layer's forward + backward, `jax.grad` through `lax.scan` (reference) vs
-           `recurrent.scan_with_vjp` (fast);
+           `recurrent.scan_with_vjp` (fast; min_gru/min_lstm: their `jax.lax.associative_scan` form);
   step:    the full jitted train step (forward, backward, clipping, SGD) with
            `model.impl` reference vs fast and `model.scan_unroll` 1, 2, 4, 8.
 """
@@ -80,8 +80,9 @@ def layer_group(shape, cell_name, repeats):
         return jax.jit(jax.grad(f, (0, 1)))
 
     ref, fst = loss(False), loss(True)
+    fast_name = "associative_scan" if cell.parallel is not None else "scan_with_vjp"
     return interleaved({"layer fwd+bwd reference": lambda: ref(params, xs),
-                        "layer fwd+bwd fast (scan_with_vjp)": lambda: fst(params, xs)}, repeats)
+                        f"layer fwd+bwd fast ({fast_name})": lambda: fst(params, xs)}, repeats)
 
 
 def step_group(shape, cell_name, repeats, unrolls):
