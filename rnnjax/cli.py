@@ -5,7 +5,7 @@
     rnnjax sample --workdir DIR --prime TEXT [--length N] [--temperature T] [--top-k K] [--top-p P] ...
     rnnjax data fetch CORPUS... [--data-dir D] [--mirror URL]
     rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
-    rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run] [--launcher slurm ...]
+    rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run] [--launcher slurm|ray ...]
     rnnjax report DIR [--out OUT] [--target X] [--anchor SELECTOR=ANCHOR ...]
     rnnjax config show [--config FILE[:PRESET]] [--config.KEY=VALUE ...] | keys
 
@@ -155,7 +155,7 @@ def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import launch, report, slurm, sweep
+    from rnnjax import launch, ray_launcher, report, slurm, sweep
 
     spec = config_lib.shipped_config_path(args.config)
     if args.jobs < 1:
@@ -165,6 +165,10 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     selected = sweep.shard(points, *sweep.parse_shard(args.shard)) if args.shard else points
     workdir = Path(args.workdir)
     resources = slurm.Resources(args.partition, args.time_min, args.cpus_per_point, args.gpus_per_point, args.mem_gb)
+    ray_resources = ray_launcher.Resources(args.cpus_per_point, args.gpus_per_point)
+    if args.launcher == "ray" and args.jobs != 1:
+        raise ConfigError("--jobs: with --launcher ray the cluster's free CPUs and GPUs decide how many points run "
+                          "at once (--cpus-per-point, --gpus-per-point)")
     if args.dry_run:
         for p in selected:
             hidden = f" (hidden {p.overrides['model.hidden_size']})" if "model.hidden_size" in p.overrides else ""
@@ -173,14 +177,21 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         todo = launch.points_to_run(workdir, selected, args.retry_failed)
         if args.launcher == "slurm" and todo:
             print(f"would submit {len(todo)} points as one array job: {resources.describe(len(todo), args.jobs)}")
+        if args.launcher == "ray" and todo:
+            print(f"would submit {ray_resources.describe(len(todo))}")
         return 0
+    address = ray_launcher.cluster_address(args.ray_address) if args.launcher == "ray" else None
     launch.record_sweep(workdir, spec, overrides, points)
     if args.launcher == "slurm":
         executor = slurm.executor(workdir, resources, args.jobs)
         slurm.submit(executor, spec, workdir, selected, retry_failed=args.retry_failed, data_dir=args.data_dir)
         return 0
-    failed = launch.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
-                              data_dir=args.data_dir)
+    if args.launcher == "ray":
+        failed = ray_launcher.run_sweep(address, spec, workdir, selected, ray_resources,
+                                        retry_failed=args.retry_failed, data_dir=args.data_dir)
+    else:
+        failed = launch.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
+                                  data_dir=args.data_dir)
     for path in report.write_report(workdir):
         print(f"wrote {path}")
     return 1 if failed else 0
@@ -268,14 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", help="I/N: run points I, I+N, I+2N, ... (0 <= I < N)")
     p.add_argument("--retry-failed", action="store_true", help="rerun points that failed before")
     p.add_argument("--dry-run", action="store_true", help="list the points, their directories and states; run nothing")
-    p.add_argument("--launcher", default="local", choices=["local", "slurm"],
-                   help="local: processes on this machine (default); slurm: one SLURM array job through submitit")
+    p.add_argument("--launcher", default="local", choices=["local", "slurm", "ray"],
+                   help="local: processes on this machine (default); slurm: one SLURM array job through submitit; "
+                   "ray: one task per point on a running Ray cluster")
     p.add_argument("--partition", help="slurm: partition")
     p.add_argument("--time-min", type=int, default=240, help="slurm: time limit per array task, minutes (a point "
                    "that needs longer is checkpointed and requeued)")
-    p.add_argument("--cpus-per-point", type=int, default=2, help="slurm: CPUs per point")
-    p.add_argument("--gpus-per-point", type=int, default=0, help="slurm: GPUs per point")
+    p.add_argument("--cpus-per-point", type=int, default=2, help="slurm, ray: CPUs per point")
+    p.add_argument("--gpus-per-point", type=int, default=0, help="slurm, ray: GPUs per point (ray: 0 hides the "
+                   "node's GPUs from the point)")
     p.add_argument("--mem-gb", type=float, help="slurm: memory per point, GB")
+    p.add_argument("--ray-address", help="ray: the cluster, HOST:PORT of its head (default: $RAY_ADDRESS)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory; a run directory's "
                        "summary and curves")
