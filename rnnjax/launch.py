@@ -226,8 +226,13 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
                 work.get_nowait()
         for proc in running:
             proc.terminate()  # each point checkpoints and exits
+        for proc in running:  # wait for the processes, not the threads: on Python 3.11 an interrupted
+            try:  # join() can leave a thread looking finished while it still runs
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                log(f"a point's training process (pid {proc.pid}) did not stop within 120 s; it is left running")
         for t in threads:
-            t.join(120)
+            t.join(5)  # each worker records its point's status
         log("sweep interrupted; run the same command again to resume")
         raise SystemExit(130) from None
     finally:
