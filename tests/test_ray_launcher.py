@@ -19,23 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from rnnjax import cli, launch, ray_launcher, report
-from test_sweep import expand, write_sweep
+from rnnjax import cli, launch, ray_launcher
+from test_sweep import descendants, expand, results_rows, write_sweep
 
 ray = pytest.importorskip("ray", reason="the ray launcher needs the 'ray' extra")
 
 GRID = 'product(sweep("config.model.cell", ["gru", "lstm"]), sweep("config.seed", [0]))'
-
-
-def rows(workdir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in report.TIMING_FIELDS} for r in map(
-        json.loads, (workdir / "results.jsonl").read_text().splitlines())]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc)."""
-    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-    return kids + [d for k in kids for d in descendants(k)]
 
 
 def free_port() -> int:
@@ -99,7 +88,7 @@ def test_ray_gives_the_local_launchers_results_and_report_merges_launchers(tmp_p
     out = capsys.readouterr().out
     assert "2 submitted as 2 Ray tasks of 1 CPUs and 0 GPUs each" in out
     assert all(f"done {name}: test_ppl " in out for name in names)
-    assert rows(tmp_path / "ray") == rows(tmp_path / "local")
+    assert results_rows(tmp_path / "ray") == results_rows(tmp_path / "local")
     assert launches(tmp_path / "ray")[-1]["launcher"] == "ray" and set(launches(tmp_path / "ray")[-1]["jobs"]) == \
         set(names)
 
@@ -107,7 +96,7 @@ def test_ray_gives_the_local_launchers_results_and_report_merges_launchers(tmp_p
     assert cli.main(["sweep", "--config", spec, "--workdir", str(mixed), "--shard", "0/2"]) == 0
     assert cli.main(["sweep", "--config", spec, "--workdir", str(mixed), *ray_flags]) == 0
     assert "1 finished (skipped)" in capsys.readouterr().out
-    assert rows(mixed) == rows(tmp_path / "local")
+    assert results_rows(mixed) == results_rows(tmp_path / "local")
     assert [(x["launcher"], list(x["jobs"])) for x in launches(mixed)] == [("local", names[:1]), ("ray", names[1:])]
 
 

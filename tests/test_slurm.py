@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 
 from rnnjax import cli, launch, report, slurm
-from test_sweep import expand, write_sweep
+from test_sweep import descendants, expand, results_rows, write_sweep
 
 submitit = pytest.importorskip("submitit", reason="the slurm launcher needs the 'slurm' extra (submitit)")
 
 GRID = 'product(sweep("config.model.cell", ["gru", "lstm"]), sweep("config.seed", [0]))'
-
-
-def rows(workdir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in report.TIMING_FIELDS} for r in map(
-        json.loads, (workdir / "results.jsonl").read_text().splitlines())]
 
 
 def fake_slurm(tmp_path: Path, monkeypatch) -> Path:
@@ -38,12 +33,6 @@ def fake_slurm(tmp_path: Path, monkeypatch) -> Path:
         (bin_dir / tool).chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return record
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc)."""
-    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-    return kids + [d for k in kids for d in descendants(k)]
 
 
 def test_dry_run_shows_the_array_request(tmp_path, capsys):
@@ -81,7 +70,7 @@ def test_local_executor_gives_the_local_launchers_results(tmp_path, capsys):
     jobs = slurm.submit(slurm.executor(workdir, slurm.Resources(), jobs=2, cluster="local"), spec, workdir, points)
     assert [j.result()["status"] for j in jobs] == ["done", "done"]
     report.write_report(workdir)
-    assert rows(workdir) == rows(tmp_path / "local")
+    assert results_rows(workdir) == results_rows(tmp_path / "local")
     assert json.loads((workdir / "sweep.json").read_text())["launches"][-1]["launcher"] == "slurm"
     capsys.readouterr()
     assert slurm.submit(slurm.executor(workdir, slurm.Resources(), jobs=2, cluster="local"), spec, workdir,

@@ -158,16 +158,23 @@ def _sweep(capsys, spec: str, workdir: Path, *extra: str) -> tuple[int, str]:
     return rc, captured.out + captured.err
 
 
-def _rows(workdir: Path) -> list[dict]:
+def results_rows(workdir: Path) -> list[dict]:
+    """A sweep's results.jsonl rows without their timings (the only fields that differ between reruns)."""
     return [{k: v for k, v in json.loads(line).items() if k not in report.TIMING_FIELDS}
             for line in (workdir / "results.jsonl").read_text().splitlines()]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc): what a launcher test signals or waits for."""
+    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return kids + [d for k in kids for d in descendants(k)]
 
 
 def test_two_point_sweep_is_deterministic_and_rerun_does_no_training(tmp_path, capsys):
     spec = write_sweep(tmp_path, 'product(sweep("config.model.cell", ["gru", "lstm"]), sweep("config.seed", [0]))')
     rc, out = _sweep(capsys, spec, tmp_path / "a", "--jobs", "2")
     assert rc == 0, out
-    rows = _rows(tmp_path / "a")
+    rows = results_rows(tmp_path / "a")
     assert [r["run"] for r in rows] == ["cell=gru,seed=0", "cell=lstm,seed=0"]
     assert all(r["status"] == "done" and r["test_ppl"] > 1 for r in rows)
     stamps = sorted(p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/summary.json"))
@@ -176,7 +183,7 @@ def test_two_point_sweep_is_deterministic_and_rerun_does_no_training(tmp_path, c
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "a").glob("*/summary.json")) == stamps
     rc, out = _sweep(capsys, spec, tmp_path / "b", "--jobs", "2")
     assert rc == 0, out
-    assert _rows(tmp_path / "b") == rows
+    assert results_rows(tmp_path / "b") == rows
 
 
 def test_failed_points_are_recorded_and_retried_only_on_request(tmp_path, capsys):
@@ -223,4 +230,4 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path, capsys):
     assert rc == 0 and "1 finished (skipped)" in out and "start seed=1 (resuming)" in out, out
     assert (first / "summary.json").stat().st_mtime_ns == stamp
     assert "resuming from the checkpoint at step" in (second / "train.log").read_text()
-    assert [r["status"] for r in _rows(workdir)] == ["done", "done"]
+    assert [r["status"] for r in results_rows(workdir)] == ["done", "done"]
