@@ -211,7 +211,7 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
                     f"ETA {format_seconds(eta)}")
 
     threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(len(placement))]
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is \
+    previous = signal.signal(signal.SIGTERM, raise_interrupt) if threading.current_thread() is \
         threading.main_thread() else None
     try:
         for t in threads:
@@ -241,7 +241,8 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
     return counts["failed"] + len(failed_left)
 
 
-def _raise_interrupt(signum, frame) -> None:
+def raise_interrupt(signum, frame) -> None:
+    """A SIGTERM handler that stops a launcher the way Ctrl-C does."""
     raise KeyboardInterrupt
 
 

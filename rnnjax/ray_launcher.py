@@ -178,7 +178,7 @@ def wait(ray: ModuleType, workdir: Path, tasks: dict, log: Callable[[str], None]
     """
     pending = dict(tasks)
     start, failed = time.time(), 0
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is \
+    previous = signal.signal(signal.SIGTERM, launch.raise_interrupt) if threading.current_thread() is \
         threading.main_thread() else None
     try:
         while pending:
@@ -203,10 +203,6 @@ def wait(ray: ModuleType, workdir: Path, tasks: dict, log: Callable[[str], None]
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return failed
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def run_sweep(address: str, config_spec: str, workdir: Path, points: list[Point], resources: Resources,
