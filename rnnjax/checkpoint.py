@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -92,6 +93,31 @@ def _json_problem(step_dir: Path) -> str | None:
         except (OSError, ValueError) as e:
             return f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     return None
+
+
+class _DropLateReads:
+    """An unraisable hook that drops the reads TensorStore finishes after Orbax gave up on a
+    damaged checkpoint, and passes everything else to the hook it replaced.
+
+    Orbax runs a restore on a fresh asyncio loop and closes it as soon as one array fails;
+    TensorStore then completes the other reads and posts each to that closed loop, which
+    Python would print as an "Exception ignored ... Event loop is closed" traceback per array.
+    They carry nothing: the restore has already failed and been reported in one line.
+    """
+
+    def __init__(self, previous: Callable[[Any], None]):
+        self.previous = previous
+
+    def __call__(self, unraisable: Any) -> None:
+        e = unraisable.exc_value
+        if not (unraisable.object is None and isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+            self.previous(unraisable)
+
+
+def _quiet_late_reads() -> None:
+    """Install `_DropLateReads` (once) after a restore failed."""
+    if not isinstance(sys.unraisablehook, _DropLateReads):
+        sys.unraisablehook = _DropLateReads(sys.unraisablehook)
 
 
 def _why(e: Exception) -> str:
@@ -206,6 +232,7 @@ class Checkpoints:
             try:
                 restored = self._restore(step, params, train, meta)
             except Exception as e:
+                _quiet_late_reads()
                 bad[step] = _why(e)
                 continue
             if bad:
@@ -270,6 +297,7 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
         try:
             params, _ = ckpts.restore_params(step, target)
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files
+            _quiet_late_reads()
             raise DataError(f"{ckpts.root / str(step)}: checkpoint at step {step} cannot be read ({_why(e)}); "
                             f"pick another with --checkpoint STEP") from None
     return params, step

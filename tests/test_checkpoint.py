@@ -207,3 +207,24 @@ def test_a_refused_resume_still_closes_the_checkpoint_manager(tmp_path, monkeypa
             task = lm.make(longer, run, Path("."), print)
             loop.train(task._replace(identity={"vocab": ["another"]}), longer, run, log=lambda _: None)
     assert len(closed) == 1
+
+
+def test_late_reads_after_a_failed_restore_are_dropped_and_other_unraisables_pass(monkeypatch):
+    import sys
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    checkpoint._quiet_late_reads()
+    checkpoint._quiet_late_reads()  # installed once, not stacked
+    hook = sys.unraisablehook
+    assert isinstance(hook, checkpoint._DropLateReads) and hook.previous == seen.append
+
+    class Unraisable:
+        def __init__(self, exc, obj=None):
+            self.exc_value, self.object = exc, obj
+
+    hook(Unraisable(RuntimeError("Event loop is closed")))
+    other = [Unraisable(RuntimeError("boom")), Unraisable(ValueError("Event loop is closed")),
+             Unraisable(RuntimeError("Event loop is closed"), obj="a destructor")]
+    for u in other:
+        hook(u)
+    assert seen == other
