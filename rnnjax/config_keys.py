@@ -12,6 +12,7 @@ import codecs
 from typing import Any, Callable, NamedTuple
 
 TASKS = ("lm", "sine", "echo", "sentiment")  # what `rnnjax train` can run (rnnjax.tasks)
+VMAP_AXES = ("seed", "train.learning_rate")  # what members of one population may differ in
 
 
 class Key(NamedTuple):
@@ -164,6 +165,10 @@ KEYS = (
 
     Key("sweep.match_params", False, "rnnjax sweep: each cell's hidden size set to give the LSTM's parameter "
         "count (within 2%)"),
+    Key("sweep.vmap_axes", (), "rnnjax sweep: points that differ only in these keys (seed, "
+        "train.learning_rate) train as one vmapped program, a population (rnnjax.population)",
+        lambda v: len(set(v)) == len(v) and set(v) <= set(VMAP_AXES),
+        "distinct names among " + ", ".join(repr(a) for a in VMAP_AXES)),
 )
 
 BY_NAME = {k.name: k for k in KEYS}
