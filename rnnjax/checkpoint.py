@@ -207,9 +207,10 @@ class Checkpoints:
     def meta(self, step: int) -> dict:
         return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore_latest(self, params: Any, train: dict, check: Callable[[dict], None] = lambda meta: None
-                       ) -> Restored | None:
-        """The newest checkpoint that restores, shaped and placed like `params` / `train`.
+    def restore_latest(self, params: Any, train: dict, check: Callable[[dict], None] = lambda meta: None,
+                       up_to: int | None = None) -> Restored | None:
+        """The newest checkpoint (at step `up_to` or before, when given) that restores, shaped and
+        placed like `params` / `train`.
 
         `check(meta)` runs before any array is read and may refuse the resume (its error
         propagates). Newer checkpoints that fail to read are moved aside with a warning;
@@ -219,6 +220,8 @@ class Checkpoints:
         self._mngr.wait_until_finished()
         bad = {}
         for step in sorted(self._mngr.all_steps(), reverse=True):
+            if up_to is not None and step > up_to:
+                continue
             try:
                 meta = self.meta(step)
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files

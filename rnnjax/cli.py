@@ -6,6 +6,7 @@
     rnnjax data fetch CORPUS... [--data-dir D] [--mirror URL]
     rnnjax data stats CORPUS [--data-dir D] [--config.data.KEY=VALUE ...]
     rnnjax sweep --config FILE[:PRESET] --workdir DIR [--jobs N] [--shard I/N] [--dry-run] [--launcher slurm|ray ...]
+    rnnjax sweep --config FILE[:PRESET] --workdir DIR --population NAME [--population NAME ...]   (in this process)
     rnnjax report DIR [--out OUT] [--target X] [--anchor SELECTOR=ANCHOR ...]
     rnnjax config show [--config FILE[:PRESET]] [--config.KEY=VALUE ...] | keys
 
@@ -27,7 +28,7 @@ from rnnjax import config as config_lib
 from rnnjax import config_keys
 from rnnjax import host_memory, rundir
 from rnnjax.data import check_vocab, corpus_stats, fetch_corpus, load_corpus, resolve_data_dir, resolve_mirror
-from rnnjax.errors import ConfigError, DataError, UserError
+from rnnjax.errors import ConfigError, DataError, NonFiniteLoss, UserError
 
 QUICKSTART = "quickstart"
 
@@ -164,6 +165,12 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                           vocab_size=launch.corpus_vocab_size(args.data_dir))
     selected = sweep.shard(points, *sweep.parse_shard(args.shard)) if args.shard else points
     workdir = Path(args.workdir)
+    if args.population:
+        return _train_population(spec, workdir, points, args.population, args.data_dir)
+    vmap_axes = tuple(config_lib.apply_overrides(config_lib.load(spec), overrides).sweep.vmap_axes)
+    if vmap_axes and args.launcher != "local":
+        raise ConfigError(f"sweep.vmap_axes: populations run with --launcher local for now (not {args.launcher}); "
+                          f"set --config.sweep.vmap_axes=() to run every point as its own {args.launcher} job")
     resources = slurm.Resources(args.partition, args.time_min, args.cpus_per_point, args.gpus_per_point, args.mem_gb)
     ray_resources = ray_launcher.Resources(args.cpus_per_point, args.gpus_per_point)
     if args.launcher == "ray" and args.jobs != 1:
@@ -191,10 +198,45 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                                         retry_failed=args.retry_failed, data_dir=args.data_dir)
     else:
         failed = launch.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
-                                  data_dir=args.data_dir)
+                                  data_dir=args.data_dir, vmap_axes=vmap_axes, overrides=overrides)
     for path in report.write_report(workdir):
         print(f"wrote {path}")
     return 1 if failed else 0
+
+
+def _train_population(spec: str, workdir: Path, points: list, names: list[str], data_dir: str | None) -> int:
+    """Train the named sweep points as one population (`rnnjax.population`); 3 if a member failed."""
+    from rnnjax import loop, population, tasks
+
+    by_name = {p.name: p for p in points}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"--population: no point of this sweep is named {unknown[0]!r}")
+    configs = {n: config_lib.resolve(spec, by_name[n].overrides) for n in names}  # every error before any directory
+    data = resolve_data_dir(data_dir)
+    runs = []
+    try:
+        for n in names:
+            try:
+                runs.append(rundir.open_run(workdir / n, configs[n], by_name[n].overrides))
+            except rundir.Finished as e:
+                print(f"[{n}] {e}")
+        if not runs:
+            return 0
+        summaries = population.train(runs, lambda run, log: tasks.TASKS[run.config.task](run.config, run, data, log))
+    except loop.Preempted as e:
+        print(e)
+        return 0
+    except UserError:
+        for run in runs:
+            run.abandon()
+        raise
+    except OSError as e:
+        raise rundir.storage_error(e, workdir) from None
+    finally:
+        for run in runs:
+            run.release()
+    return 0 if len(summaries) == len(runs) else NonFiniteLoss.exit_code
 
 
 def cmd_report(args: argparse.Namespace, overrides: dict[str, str]) -> int:
@@ -290,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "node's GPUs from the point)")
     p.add_argument("--mem-gb", type=float, help="slurm: memory per point, GB")
     p.add_argument("--ray-address", help="ray: the cluster, HOST:PORT of its head (default: $RAY_ADDRESS)")
+    p.add_argument("--population", metavar="NAME", action="append", help="repeated: train these points as one "
+                   "vmapped population in this process (what the local launcher runs for each group of "
+                   "sweep.vmap_axes)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables and plots for the runs of a sweep directory; a run directory's "
                        "summary and curves")

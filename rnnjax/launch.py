@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from rnnjax import config as config_lib
-from rnnjax import records, rundir
+from rnnjax import population, records, rundir
 from rnnjax.config import ConfigDict
 from rnnjax.data import load_corpus, resolve_data_dir
 from rnnjax.errors import ConfigError
@@ -107,6 +107,28 @@ def job_placement(jobs: int) -> list[tuple[list[str], dict[str, str]]]:
     return out
 
 
+def point_outcome(run_dir: Path, status: dict) -> str:
+    """How a point's process ended, in words: its headline result, or why it did not finish."""
+    if status["status"] == "done":
+        metric, value = records.headline(rundir.read_summary(run_dir))
+        return f"{metric} {value:.6g}"
+    if status["status"] == "interrupted":
+        return f"interrupted (rerun the sweep to resume it; log: {run_dir / rundir.LOG})"
+    return f"FAILED: {status['error']} (log: {run_dir / rundir.LOG})"
+
+
+def population_command(config_spec: str, workdir: Path, names: list[str], overrides: dict[str, str],
+                       data_dir: str | None) -> list[str]:
+    """The command that trains the points `names` of the sweep in `workdir` as one population."""
+    cmd = [sys.executable, "-m", "rnnjax", "sweep", "--config", config_spec, "--workdir", str(workdir)]
+    for name in names:
+        cmd += ["--population", name]
+    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    return cmd
+
+
 def train_command(config_spec: str, run_dir: Path, overrides: dict[str, str], data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "rnnjax", "train", "--config", config_spec, "--workdir", str(run_dir)]
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
@@ -127,24 +149,85 @@ def _error_line(log_path: Path) -> str:
 def run_point(point: Point, run_dir: Path, cmd: list[str], env: dict[str, str],
               procs: set, lock: threading.Lock) -> dict:
     """Run one point's training process; record and return its status."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    status = {"status": "running", "name": point.name, "values": point.values, "command": cmd,
-              "host": socket.gethostname(), "started": time.time()}
-    write_json_atomic(run_dir / rundir.STATUS, status)
+    status = _started(point, run_dir, cmd)
     with open(run_dir / rundir.LOG, "a") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        rc = _wait(proc, procs, lock)
+    return _finished(status, rc, run_dir, lambda: _error_line(run_dir / rundir.LOG))
+
+
+def run_group(points: list[Point], workdir: Path, cmd: list[str], env: dict[str, str],
+              procs: set, lock: threading.Lock) -> list[dict]:
+    """Run one population's process (`rnnjax.population`); record and return each member's status.
+
+    A line of its output that starts `[NAME] ` goes (without that prefix) to NAME's train.log,
+    any other line to every member's.
+    """
+    dirs = {p.name: workdir / p.name for p in points}
+    statuses = {p.name: _started(p, dirs[p.name], cmd, population=list(dirs)) for p in points}
+    errors: dict[str, str] = {}
+    logs = {name: open(d / rundir.LOG, "a") for name, d in dirs.items()}
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                errors="replace", env={**os.environ, **env})
         with lock:
             procs.add(proc)
-        rc = proc.wait()
-        with lock:
-            procs.discard(proc)
+        shared = ""
+        for line in proc.stdout:
+            name, sep, rest = line[1:].partition("] ") if line.startswith("[") else ("", "", "")
+            if sep and name in logs:
+                logs[name].write(rest)
+                logs[name].flush()
+                if rest.startswith("rnnjax: error:"):
+                    errors[name] = rest.strip()
+                continue
+            shared = line.strip() or shared
+            for f in logs.values():
+                f.write(line)
+                f.flush()
+        rc = _wait(proc, procs, lock)
+    finally:
+        for f in logs.values():
+            f.close()
+    out = []
+    for name, status in statuses.items():
+        if name in errors and rundir.read_summary(dirs[name]) is None:  # this member stopped alone
+            status.update(returncode=rc, finished=time.time(), wall_s=time.time() - status["started"],
+                          status="failed", error=errors[name])
+            write_json_atomic(dirs[name] / rundir.STATUS, status)
+            out.append(status)
+        else:  # a member that finished is done whatever became of the others
+            done = rundir.read_summary(dirs[name]) is not None
+            out.append(_finished(status, 0 if done else rc, dirs[name], lambda: shared or "no output"))
+    return out
+
+
+def _started(point: Point, run_dir: Path, cmd: list[str], **extra) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    status = {"status": "running", "name": point.name, "values": point.values, "command": cmd,
+              "host": socket.gethostname(), "started": time.time(), **extra}
+    write_json_atomic(run_dir / rundir.STATUS, status)
+    return status
+
+
+def _wait(proc: subprocess.Popen, procs: set, lock: threading.Lock) -> int:
+    with lock:
+        procs.add(proc)
+    rc = proc.wait()
+    with lock:
+        procs.discard(proc)
+    return rc
+
+
+def _finished(status: dict, rc: int, run_dir: Path, error: Callable[[], str]) -> dict:
+    """Record how a point's process ended: done, interrupted (rerunning resumes it) or failed."""
     status.update(returncode=rc, finished=time.time(), wall_s=time.time() - status["started"])
     if rc == 0 and rundir.read_summary(run_dir) is not None:
         status["status"] = "done"
     elif rc == 0 or rc < 0 or rc in (130, 143):  # stopped by a signal (after a checkpoint when rc is 0)
         status["status"] = "interrupted"
     else:
-        status.update(status="failed", error=_error_line(run_dir / rundir.LOG))
+        status.update(status="failed", error=error())
     write_json_atomic(run_dir / rundir.STATUS, status)
     return status
 
@@ -156,23 +239,30 @@ def points_to_run(workdir: Path, points: list[Point], retry_failed: bool = False
 
 
 def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 1, retry_failed: bool = False,
-              data_dir: str | None = None, log: Callable[[str], None] = print) -> int:
-    """Run the points not yet done, `jobs` at a time; return the number that failed."""
+              data_dir: str | None = None, log: Callable[[str], None] = print, vmap_axes: tuple = (),
+              overrides: dict[str, str] | None = None) -> int:
+    """Run the points not yet done, `jobs` processes at a time; return the number that failed.
+
+    With `vmap_axes`, the points to run that differ only in those keys go as one population
+    process (`rnnjax.population`), given the command line's `overrides`.
+    """
     states = {p.name: point_status(workdir / p.name) for p in points}
     todo = points_to_run(workdir, points, retry_failed)
     done = sum(s == "done" for s in states.values())
     elsewhere = [p.name for p in points if states[p.name] == "running"]
     failed_left = [p for p in points if states[p.name] == "failed" and not retry_failed]
+    units = population.groups(todo, vmap_axes) if vmap_axes else [[p] for p in todo]
     log(f"sweep: {len(points)} points here, {done} finished (skipped), {len(elsewhere)} running elsewhere, "
         f"{len(failed_left)} failed{' (skipped; --retry-failed reruns them)' if failed_left else ''}, "
-        f"{len(todo)} to run, {jobs} at a time")
+        f"{len(todo)} to run" + (f" as {len(units)} populations ({', '.join(vmap_axes)})" if vmap_axes else "")
+        + f", {jobs} at a time")
     for p in failed_left:
         log(f"  failed earlier: {p.name}: {_recorded_error(workdir / p.name)}")
     record_launch(workdir, "local", {p.name: f"{socket.gethostname()}:{os.getpid()}" for p in todo})
-    placement = job_placement(min(jobs, max(len(todo), 1)))
+    placement = job_placement(min(jobs, max(len(units), 1)))
     work: queue.Queue = queue.Queue()
-    for p in todo:
-        work.put(p)
+    for unit in units:
+        work.put(unit)
     lock = threading.Lock()
     procs: set = set()
     counts = {"started": 0, "finished": 0, "failed": 0}
@@ -182,33 +272,33 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
         prefix, env = placement[slot]
         while True:
             try:
-                p = work.get_nowait()
+                unit = work.get_nowait()
             except queue.Empty:
                 return
-            run_dir = workdir / p.name
             with lock:
-                note = " (resuming)" if states[p.name] == "interrupted" else ""
-                counts["started"] += 1
-                log(f"[{counts['started']}/{len(todo)}] start {p.name}{note}")
+                for p in unit:
+                    note = " (resuming)" if states[p.name] == "interrupted" else ""
+                    counts["started"] += 1
+                    log(f"[{counts['started']}/{len(todo)}] start {p.name}{note}"
+                        + (f" (population of {len(unit)})" if len(unit) > 1 else ""))
             t0 = time.time()
-            status = run_point(p, run_dir, prefix + train_command(config_spec, run_dir, p.overrides, data_dir),
-                               env, procs, lock)
+            if len(unit) == 1:
+                p = unit[0]
+                statuses = [run_point(p, workdir / p.name, prefix + train_command(
+                    config_spec, workdir / p.name, p.overrides, data_dir), env, procs, lock)]
+            else:
+                statuses = run_group(unit, workdir, prefix + population_command(
+                    config_spec, workdir, [p.name for p in unit], overrides or {}, data_dir), env, procs, lock)
             with lock:
-                counts["finished"] += 1
-                n = counts["finished"]
-                eta = (time.time() - start) / n * (len(todo) - n)
-                if status["status"] == "done":
-                    metric, value = records.headline(rundir.read_summary(run_dir))
-                    what = f"{metric} {value:.6g}"
-                elif status["status"] == "interrupted":
-                    counts["failed"] += 1
-                    what = f"interrupted (rerun the sweep to resume it; log: {run_dir / rundir.LOG})"
-                else:
-                    counts["failed"] += 1
-                    what = f"FAILED: {status['error']} (log: {run_dir / rundir.LOG})"
-                log(f"done {p.name}: {what} in {format_seconds(time.time() - t0)} | "
-                    f"{n}/{len(todo)} run, {done + n - counts['failed']}/{len(points)} finished, "
-                    f"ETA {format_seconds(eta)}")
+                for p, status in zip(unit, statuses):
+                    counts["finished"] += 1
+                    n = counts["finished"]
+                    if status["status"] in ("interrupted", "failed"):
+                        counts["failed"] += 1
+                    eta = (time.time() - start) / n * (len(todo) - n)
+                    log(f"done {p.name}: {point_outcome(workdir / p.name, status)} in "
+                        f"{format_seconds(time.time() - t0)} | {n}/{len(todo)} run, "
+                        f"{done + n - counts['failed']}/{len(points)} finished, ETA {format_seconds(eta)}")
 
     threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(len(placement))]
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if threading.current_thread() is \

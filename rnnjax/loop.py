@@ -154,7 +154,8 @@ def due(step: int, total_steps: int, steps_per_epoch: int, config: ConfigDict, c
     return Due(boundary, evaluate, save, stop is not None and not last)
 
 
-def _abstract(tree: Any) -> Any:
+def abstract(tree: Any) -> Any:
+    """Shapes, dtypes and placements of `tree`: the target a checkpoint restores into."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
@@ -164,6 +165,42 @@ def position(step: int, steps_per_epoch: int) -> str:
     if index == 0 and step:
         return f"step {step:,} (end of epoch {epoch})"
     return f"step {step:,} (epoch {epoch + 1}, batch {index} of {steps_per_epoch:,} done)"
+
+
+def resume_check(task: Task, config: ConfigDict, total: int, workdir) -> Callable[[dict], None]:
+    """`check(meta)`: refuse a checkpoint this run cannot continue (the run directory checked
+    config.json; this checks the checkpoint's own copy); runs before any array is read."""
+
+    def check(meta: dict) -> None:
+        unsafe, _ = resume_changes(ConfigDict(meta["config"]), config)
+        if unsafe:
+            raise ConfigError(f"cannot resume from the checkpoint at step {meta['step']}: config differs in "
+                              f"{', '.join(unsafe)}; use a new --workdir to train with a different config")
+        for key, value in task.identity.items():
+            if meta.get(key) != value:
+                raise DataError(f"{workdir}: the checkpoint's {key} differs from this run's; was the data changed?")
+        if meta["step"] > total:
+            raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total:,} "
+                              f"steps); raise train.num_epochs or train.max_steps")
+
+    return check
+
+
+def checkpoint_meta(step: int, task: Task, config: ConfigDict, total: int, num_devices: int, tally: Tally) -> dict:
+    """A checkpoint's `meta`: where training stands, the config and the task's identity, the tally."""
+    spe = task.steps_per_epoch
+    return {"step": step, "epoch": step // spe, "index": step % spe, "steps_per_epoch": spe,
+            "total_steps": total, "sampling": config.data.sampling, "seed": config.seed,
+            "num_devices": num_devices, "config": config.to_dict(), **task.identity, **tally._asdict()}
+
+
+def train_record(step: int, steps_per_epoch: int, metrics: dict, tokens_per_s: float | None) -> dict:
+    """A metrics.jsonl train record from one step's metrics (on the host); tokens_per_s None: a task
+    of whole examples."""
+    loss = float(metrics["loss"])
+    tokens = {} if tokens_per_s is None else {"perplexity": perplexity(loss), "tokens_per_s": tokens_per_s}
+    return {"step": step, "epoch": step / steps_per_epoch, "split": "train", "loss": loss, **tokens,
+            "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"])}
 
 
 def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] = print) -> dict:
@@ -192,22 +229,9 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
     def initial() -> steps.TrainState:
         return parallel.place_state(layout, steps.init_state(task.model, opt, init_key, t.batch_size))
 
-    def check(meta: dict) -> None:
-        """Refuse a checkpoint this run cannot continue (the run directory checked config.json; this
-        checks the checkpoint's own copy); runs before any array is read."""
-        unsafe, _ = resume_changes(ConfigDict(meta["config"]), config)
-        if unsafe:
-            raise ConfigError(f"cannot resume from the checkpoint at step {meta['step']}: config differs in "
-                              f"{', '.join(unsafe)}; use a new --workdir to train with a different config")
-        for key, value in task.identity.items():
-            if meta.get(key) != value:
-                raise DataError(f"{workdir}: the checkpoint's {key} differs from this run's; was the data changed?")
-        if meta["step"] > total:
-            raise ConfigError(f"the checkpoint at step {meta['step']:,} is past this run's end ({total:,} "
-                              f"steps); raise train.num_epochs or train.max_steps")
-
+    check = resume_check(task, config, total, workdir)
     fresh = initial()
-    template = (_abstract(fresh.params), _abstract(checkpoint.train_items(fresh, first_key)))
+    template = (abstract(fresh.params), abstract(checkpoint.train_items(fresh, first_key)))
     n_params = num_params(fresh.params)
 
     def restore_or_init(fresh: steps.TrainState | None = None) -> tuple[steps.TrainState, jax.Array, Tally, dict | None]:
@@ -249,10 +273,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         tally = tally._replace(epoch_loss=tally.epoch_loss + float(m["loss"]), epoch_n=tally.epoch_n + 1)
         progress.update(step)
         if step % t.log_every == 0 or force:
-            tokens = {"perplexity": perplexity(float(m["loss"])), "tokens_per_s": progress.tokens_per_s()}
-            entry = {"step": step, "epoch": step / spe, "split": "train", "loss": float(m["loss"]),
-                     **(tokens if task.tokens_per_step else {}),
-                     "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"])}
+            entry = train_record(step, spe, m, progress.tokens_per_s() if task.tokens_per_step else None)
             metrics_log.write(entry)
             progress.report(entry)
         return True
@@ -273,10 +294,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         return e.value
 
     def save(step: int, value: float | None) -> None:
-        meta = {"step": step, "epoch": step // spe, "index": step % spe, "steps_per_epoch": spe,
-                "total_steps": total, "sampling": config.data.sampling, "seed": config.seed,
-                "num_devices": layout.mesh.size, "config": config.to_dict(), **task.identity,
-                **tally._replace(records=metrics_log.records)._asdict()}
+        meta = checkpoint_meta(step, task, config, total, layout.mesh.size, tally._replace(records=metrics_log.records))
         ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, value)
 
     def nonfinite(step: int) -> int:

@@ -62,8 +62,10 @@ def lm_objective(lm: LanguageModel, config: ConfigDict) -> Objective:
     return objective
 
 
-def make_step(objective: Objective, opt: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
-    """The jitted `train_step(state, batch, key) -> (state, metrics)` of any task's objective.
+def train_step_fn(objective: Objective, opt: optax.GradientTransformation, lr_schedule: optax.Schedule
+                  ) -> Callable:
+    """The pure `train_step(state, batch, key) -> (state, metrics)` of any task's objective
+    (`make_step` jits it; `rnnjax.population` vmaps it first).
 
     A step whose loss or gradient is not finite leaves the state unchanged and reports
     `finite = False`, so the last good state survives.
@@ -83,7 +85,12 @@ def make_step(objective: Objective, opt: optax.GradientTransformation, lr_schedu
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
         return new, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    return train_step
+
+
+def make_step(objective: Objective, opt: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
+    """`train_step_fn`'s step, jitted once with the state's buffers donated."""
+    return jax.jit(train_step_fn(objective, opt, lr_schedule), donate_argnums=0)
 
 
 def make_train_step(lm: LanguageModel, opt: optax.GradientTransformation, lr_schedule: optax.Schedule,
