@@ -269,14 +269,16 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
     for i, m in enumerate(members):  # stopped early before a preemption: finish now
         if loop.stalled(m.tally.history, t.patience, m.task.best[1]):
             finish(i, start)
-    step, pending = start, None
+    step, pending, live, active = start, None, (), None
     with loop.StopSignals() as stop:
         while step < total and any(m.active for m in members):
             epoch, index = divmod(step, spe)
             if task0.fresh_carry(index):
                 state = state._replace(carry=_stack([m.task.model.initial_carry(t.batch_size) for m in members]))
-            batch = _stack([m.task.batch(epoch, index, slice(None)) for m in members])
-            active = jnp.asarray([m.active for m in members])
+            batch = jax.tree.map(lambda *xs: np.stack(xs), *[m.task.batch(epoch, index, slice(None)) for m in members])
+            if tuple(m.active for m in members) != live:  # changes when a member stops or finishes
+                live = tuple(m.active for m in members)
+                active = jnp.asarray(live)
             state, metrics = vstep(state, batch, keys, lrs, active)
             previous, pending, step = pending, (step + 1, metrics), step + 1
             if previous is not None:
