@@ -10,9 +10,12 @@ A cell is four pure functions (see `Cell`):
 and `step(cell, params, carry, x) == cell.recur(params, carry, cell.input_proj(params, x))`.
 Splitting the input projection out lets `rnnjax.recurrent.unroll` compute it for all
 time steps as one matmul before the scan. Carries are NamedTuples with an `h` field
-(the output). Recurrences accumulate in at least float32 (`acc_dtype`): bfloat16 parameters
-run a float32 recurrence, float64 parameters a float64 one, so a float64 model is float64
-end to end (carries from `initial_carry(..., jnp.float64)`).
+(the output). Every matmul takes its operands in the weights' dtype and returns at least
+float32 (`acc_dtype`), where the gates and the recurrence are computed: bfloat16 weights
+(a bfloat16 model, or `model.compute_dtype = "bfloat16"`, which casts float32 parameters
+for each step) multiply in bfloat16 and run a float32 recurrence, float64 parameters a
+float64 one, so a float64 model is float64 end to end (carries from
+`initial_carry(..., jnp.float64)`).
 
 `min_gru` and `min_lstm` (Feng et al. 2024, "Were RNNs All We Needed?") gate only on the
 input, so h' = a * h + b is linear in h: training runs their `parallel` form, a
@@ -115,8 +118,9 @@ def acc_dtype(dtype) -> jnp.dtype:
 
 
 def _input_proj(params: Params, x: Array) -> Array:
-    acc = acc_dtype(params["bi"].dtype)
-    return (x @ params["wi"].astype(x.dtype)).astype(acc) + params["bi"].astype(acc)
+    w = params["wi"]
+    acc = acc_dtype(w.dtype)
+    return (x.astype(w.dtype) @ w).astype(acc) + params["bi"].astype(acc)
 
 
 def _recurrent_proj(params: Params, h: Array) -> Array:

@@ -209,6 +209,11 @@ def validate(config: ConfigDict) -> None:
     if m.impl == "cudnn" and config.task not in ("lm", "echo"):
         refuse("model.impl", f"'fast' or 'reference' with task = {config.task!r} (cudnn runs the language model "
                              f"of tasks lm and echo)")
+    if m.compute_dtype != "float32" and m.impl == "cudnn":
+        refuse("model.compute_dtype", "'float32' with model.impl = 'cudnn' (jax.experimental.rnn runs float32 only)")
+    if m.compute_dtype != "float32" and config.task not in ("lm", "echo"):
+        refuse("model.compute_dtype", f"'float32' with task = {config.task!r} (it applies to the language model "
+                                      f"of tasks lm and echo)")
     if len(m.layer_sizes) not in (0, m.num_layers):
         refuse("model.layer_sizes", f"empty or one size per layer (model.num_layers = {m.num_layers})")
     if config.data.synthetic_branching > config.data.synthetic_vocab_size:

@@ -98,6 +98,10 @@ KEYS = (
     Key("model.impl", "fast", "fast (custom-VJP scans, fused decoder + NLL) or reference (plain autodiff), "
         "same values; cudnn: the LSTM layers through jax.experimental.rnn (an NVIDIA or AMD GPU, float32, "
         "tasks lm and echo)", **_one_of("fast", "reference", "cudnn")),
+    Key("model.compute_dtype", "float32", "dtype of the language model's matmuls: bfloat16 casts the float32 "
+        "parameters for each step (mixed precision: parameters, optimizer state, carries and loss stay float32; "
+        "float64 parameters are never cast); impl fast or reference, tasks lm and echo",
+        **_one_of("float32", "bfloat16")),
 
     Key("train.batch_size", 20, "sequences per step (split over the data-parallel devices)", **_AT_LEAST_1),
     Key("train.seq_len", 20, "unrolled steps per batch (truncated BPTT length)", **_AT_LEAST_1),

@@ -12,6 +12,14 @@ what training and evaluation use: with `model.impl = "fast"` it runs the layers 
 (LSTM, float32, a GPU) the layers run through `rnnjax.cudnn` (`jax.experimental.rnn`) on the
 same parameters and the decoder through `decoder_nll`. The loss is computed in the wider of
 the parameters' dtype and float32 (`cells.acc_dtype`).
+
+`model.compute_dtype = "bfloat16"` is mixed precision, as Flax's `dtype` beside `param_dtype`:
+each step casts the float32 parameters to bfloat16 in one place (`compute_params`, at the
+top of `hidden`), and the rule every matmul follows (operands in the weights' dtype, result
+in `cells.acc_dtype`, see `rnnjax.cells`) does the rest: the embedding rows, every input and
+recurrent projection and the decoder matmul are bfloat16; the gates, the carries (h, c), the
+logits, the softmax and the loss are float32; the parameters, their gradients (through the
+cast) and the optimizer state stay float32. Float64 parameters are never cast.
 """
 
 from __future__ import annotations
@@ -51,9 +59,14 @@ def decoder_nll(h: Array, w: Array, b: Array, targets: Array) -> Array:
     return _decoder_nll_fwd(h, w, b, targets)[0]
 
 
+def logits_of(h: Array, w: Array, b: Array) -> Array:
+    """`h @ w + b`, the matmul in the weights' dtype, the result in its `cells.acc_dtype`."""
+    acc = cells.acc_dtype(w.dtype)
+    return (h.astype(w.dtype) @ w).astype(acc) + b.astype(acc)
+
+
 def _decoder_nll_fwd(h, w, b, targets):
-    acc = cells.acc_dtype(h.dtype)
-    logits = (h @ w.astype(h.dtype)).astype(acc) + b.astype(acc)
+    logits = logits_of(h, w, b)
     lse = jax.nn.logsumexp(logits, axis=-1)
     nll = lse - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
     return nll, (h, w, b, targets, logits, lse)
@@ -63,8 +76,9 @@ def _decoder_nll_bwd(res, g):
     h, w, b, targets, logits, lse = res
     hit = jnp.arange(logits.shape[-1])[None, :] == targets[:, None]
     d = (jnp.exp(logits - lse[:, None]) - hit) * g[:, None]
-    dh = (d.astype(h.dtype) @ w.T.astype(h.dtype)).astype(h.dtype)
-    dw = (h.T @ d.astype(h.dtype)).astype(w.dtype)
+    dc = d.astype(w.dtype)  # the matmuls in the weights' dtype, as the forward's
+    dh = (dc @ w.T).astype(h.dtype)
+    dw = (h.astype(w.dtype).T @ dc).astype(w.dtype)
     return dh, dw, d.sum(0).astype(b.dtype), None
 
 
@@ -75,6 +89,15 @@ def token_nll(logits: Array, targets_bt: Array) -> Array:
     """Per-token negative log-likelihood [T, B] of [B, T] targets under [T, B, V] logits."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(cells.acc_dtype(logits.dtype)),
                                                            targets_bt.T)
+
+
+def compute_params(params: Any, dtype) -> Any:
+    """`params` as a step computes with them (`model.compute_dtype`): float32 leaves cast to
+    `dtype`, the others (float64, bfloat16) as they are."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return params
+    return jax.tree.map(lambda p: p.astype(dtype) if p.dtype == jnp.float32 else p, params)
 
 
 def model_cell(config: ConfigDict) -> cells.Cell:
@@ -120,8 +143,15 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
     def initial_carry(batch_size: int, dtype=jnp.float32) -> list:
         return recurrent.stack_initial_carry(cell, batch_size, sizes, dtype=dtype)
 
-    def hidden(params: dict, carries: list, tokens: Array, key: Array | None) -> tuple[list, Array, Array]:
-        x = params["embed"][tokens.T]  # [T, B, E], gathered time-major
+    def hidden(params: dict, carries: list, tokens: Array, key: Array | None
+               ) -> tuple[list, Array, Array, Array]:
+        """(carries, top-layer outputs [T, B, H] in the carries' dtype, decoder weights and bias in the
+        compute dtype)."""
+        # embedding rows [T, B, E] gathered time-major from the stored table, then cast, so that
+        # the table's gradient sums in float32; everything after computes with the cast parameters
+        x = params["embed"][tokens.T]
+        params = compute_params(params, m.compute_dtype)
+        x = x.astype(params["embed"].dtype)
         if m.impl == "cudnn":
             carries, h = cudnn.run_stack(params["layers"], carries, x, dropout=m.dropout,
                                          variational=m.dropout_type == "variational", key=key)
@@ -132,21 +162,21 @@ def make_lm(config: ConfigDict, vocab_size: int) -> LanguageModel:
                 key=key, scan_unroll=m.scan_unroll, fast=m.impl == "fast",
             )
         w = params["decoder"].get("w")
-        return carries, h, params["embed"].T if w is None else w
+        return carries, h, params["embed"].T if w is None else w, params["decoder"]["b"]
 
     def apply(params: dict, carries: list, tokens: Array, key: Array | None = None) -> tuple[list, Array]:
-        carries, h, w = hidden(params, carries, tokens, key)
-        return carries, h @ w + params["decoder"]["b"]
+        carries, h, w, b = hidden(params, carries, tokens, key)
+        return carries, logits_of(h, w, b)
 
     def nll(params: dict, carries: list, tokens: Array, targets: Array, key: Array | None = None
             ) -> tuple[list, Array]:
         if m.impl == "reference":
             carries, logits = apply(params, carries, tokens, key)
             return carries, token_nll(logits, targets)
-        carries, h, w = hidden(params, carries, tokens, key)
-        t, b = tokens.shape[1], tokens.shape[0]
-        flat = decoder_nll(h.reshape(t * b, -1), w, params["decoder"]["b"], targets.T.reshape(-1))
-        return carries, flat.reshape(t, b)
+        carries, h, w, b = hidden(params, carries, tokens, key)
+        t, n = tokens.shape[1], tokens.shape[0]
+        flat = decoder_nll(h.reshape(t * n, -1), w, b, targets.T.reshape(-1))
+        return carries, flat.reshape(t, n)
 
     return LanguageModel(init, initial_carry, apply, tuple(sizes), vocab_size, nll)
 
