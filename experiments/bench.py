@@ -22,11 +22,17 @@ lowering + XLA compilation; PyTorch: its first step), steps until the step time 
 (first warm-up step within 10% of the median of the last warm-up steps), and memory
 (rnnjax: XLA's buffer total for the compiled step, or the device's peak where the
 backend reports one; the process's peak RSS, which covers both frameworks).
+
+`--dtype float32,bfloat16` adds a row per dtype: bfloat16 runs rnnjax with
+`model.compute_dtype = "bfloat16"` (bfloat16 matmuls on float32 parameters) and PyTorch's
+forward under `torch.autocast(device, dtype=torch.bfloat16)` (its backward and optimizer
+step outside it, as PyTorch's AMP recipe does); both keep float32 parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -71,6 +77,7 @@ SHAPES = {
     "t100": Shape(83, 16, 100, 256, 2),
     "t512": Shape(83, 16, 512, 256, 2),
     "t2048": Shape(83, 16, 2048, 256, 2),
+    "tiny": Shape(83, 4, 10, 32, 1),  # a smoke test of the script, not a benchmark
 }
 TORCH_CELLS = {"rnn_tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}
 TARGET_S = 0.5  # wall time of one timed repeat
@@ -78,8 +85,12 @@ WARMUP_STEPS = 8
 SAMPLE_LENGTH = 100  # tokens generated per sequence in `sample` mode
 
 
-def jax_config(cell: str, shape: Shape, impl: str | None):
+DTYPES = ("float32", "bfloat16")
+
+
+def jax_config(cell: str, shape: Shape, impl: str | None, dtype: str = "float32"):
     c = defaults()
+    c.model.compute_dtype = dtype
     c.model.cell = cell
     c.model.num_layers = shape.layers
     c.model.hidden_size = shape.hidden
@@ -107,8 +118,9 @@ class Runner(NamedTuple):
     memory: Callable[[], dict]
 
 
-def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: list[np.ndarray]) -> tuple[Runner, dict]:
-    config = jax_config(cell, shape, impl)
+def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: list[np.ndarray],
+               dtype: str = "float32") -> tuple[Runner, dict]:
+    config = jax_config(cell, shape, impl, dtype)
     lm = make_lm(config, shape.vocab)
     opt = optim.optimizer(config, optim.schedule(config, 1000, 1000))
     key = jax.random.key(0)
@@ -162,9 +174,14 @@ def jax_runner(cell: str, shape: Shape, mode: str, impl: str | None, batches: li
     return Runner(setup, step, sync, memory), info
 
 
-def torch_runner(cell: str, shape: Shape, mode: str, batches: list[np.ndarray]) -> Runner:
+def torch_runner(cell: str, shape: Shape, mode: str, batches: list[np.ndarray], dtype: str = "float32") -> Runner:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
+
+    def amp():  # the forward's precision: float32, or bfloat16 autocast on float32 parameters
+        if dtype == "bfloat16":
+            return torch.autocast(device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     class LM(torch.nn.Module):
         def __init__(self):
@@ -197,21 +214,22 @@ def torch_runner(cell: str, shape: Shape, mode: str, batches: list[np.ndarray]) 
         box["i"] += 1
         if mode == "train":
             opt.zero_grad(set_to_none=True)
-            logits, hidden = model(x, detach(box["hidden"]))
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), y)
+            with amp():
+                logits, hidden = model(x, detach(box["hidden"]))
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             box["hidden"] = hidden
         elif mode == "sample":  # as rnnjax.sampling: draw from the softmax, feed the token back
-            with torch.inference_mode():
+            with torch.inference_mode(), amp():
                 hidden = init_hidden()
                 logits, hidden = model(x[:, :1], hidden)
                 for _ in range(SAMPLE_LENGTH):
                     token = torch.multinomial(torch.softmax(logits[-1], -1), 1)
                     logits, hidden = model(token, hidden)
         else:
-            with torch.inference_mode():
+            with torch.inference_mode(), amp():
                 logits, box["hidden"] = model(x, box["hidden"])
                 torch.nn.functional.cross_entropy(logits.reshape(-1, shape.vocab), y, reduction="sum")
 
@@ -255,16 +273,16 @@ def timed(runner: Runner, n: int) -> float:
 
 
 def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | None, log: Callable,
-              warmup: int = WARMUP_STEPS) -> dict:
+              warmup: int = WARMUP_STEPS, dtype: str = "float32") -> dict:
     shape = SHAPES[shape_name]
     tokens = shape.batch * (SAMPLE_LENGTH if mode == "sample" else shape.seq_len)
     batches = token_batches(shape, 4)
     runners = {}
-    jr, info = jax_runner(cell, shape, mode, impl, batches)
+    jr, info = jax_runner(cell, shape, mode, impl, batches, dtype)
     runners["rnnjax"] = jr
     if torch is not None and cell in TORCH_CELLS:
-        runners["torch"] = torch_runner(cell, shape, mode, batches)
-    row: dict[str, Any] = {"shape": shape_name, "cell": cell, "mode": mode, **shape._asdict(),
+        runners["torch"] = torch_runner(cell, shape, mode, batches, dtype)
+    row: dict[str, Any] = {"shape": shape_name, "cell": cell, "mode": mode, "dtype": dtype, **shape._asdict(),
                            "tokens_per_step": tokens, **info}
     per_step = {}
     for name, r in runners.items():
@@ -364,7 +382,7 @@ def hardware(malloc_tuned: bool) -> dict:
 def _print_row(row: dict) -> None:
     ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
     torch_rate = "n/a" if row["torch_tokens_per_s"] is None else f"{row['torch_tokens_per_s']:,.0f}"
-    print(f"{row['shape']:>7} {row['cell']:>8} {row['mode']:>5}  rnnjax {row['rnnjax_tokens_per_s']:>10,.0f} tok/s  "
+    print(f"{row['shape']:>7} {row['cell']:>8} {row['mode']:>5} {row['dtype']:>8}  rnnjax {row['rnnjax_tokens_per_s']:>10,.0f} tok/s  "
           f"torch {torch_rate:>10} tok/s  ratio {ratio}  compile {row['rnnjax_compile_s']:.1f}s", flush=True)
 
 
@@ -374,12 +392,12 @@ def markdown(rows: list[dict]) -> str:
     def num(v, fmt):
         return "n/a" if v is None else format(v, fmt)
 
-    lines = ["| shape | cell | mode | B x T, layers x H, V | rnnjax tok/s | PyTorch tok/s | ratio | "
+    lines = ["| shape | cell | mode | dtype | B x T, layers x H, V | rnnjax tok/s | PyTorch tok/s | ratio | "
              "rnnjax compile s | steps to steady (rnnjax / torch) | XLA buffers MB | repeats |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r['batch']}x{r['seq_len']}, {r['layers']}x{r['hidden']}, "
+            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r.get('dtype', 'float32')} | {r['batch']}x{r['seq_len']}, {r['layers']}x{r['hidden']}, "
             f"{r['vocab']} | {num(r['rnnjax_tokens_per_s'], ',.0f')} | {num(r['torch_tokens_per_s'], ',.0f')} | "
             f"{num(r['ratio'], '.2f')} | {r['rnnjax_compile_s']:.1f} | {r['rnnjax_steps_to_steady']} / "
             f"{r.get('torch_steps_to_steady', 'n/a')} | {num(r.get('rnnjax_xla_buffers_mb'), '.0f')} | {r['repeats']} |")
@@ -394,6 +412,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=WARMUP_STEPS, help="timed warm-up steps after compilation")
     p.add_argument("--impl", default=None, help="model.impl for rnnjax (default: the config default)")
+    p.add_argument("--dtype", default="float32", help="comma list of float32,bfloat16: compute precision (rnnjax "
+                   "model.compute_dtype; PyTorch autocast)")
     p.add_argument("--json", type=Path, default=None, help="write the rows (a JSON list) here")
     p.add_argument("--scaling", default=None, help="comma list of device counts (e.g. 1,2,4,8): train tokens/s "
                    "of the first shape and cell against data-parallel device count, instead of the comparison")
@@ -409,13 +429,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return rows
     # before any thread allocates, as the rnnjax command does; per process, so PyTorch gets it too
     malloc_tuned = host_memory.tune()
-    shapes, cells_, modes = (s.split(",") for s in (args.shapes, args.cells, args.mode))
+    shapes, cells_, modes, dtypes = (s.split(",") for s in (args.shapes, args.cells, args.mode, args.dtype))
     for s in shapes:
         if s not in SHAPES:
             p.error(f"unknown shape {s!r}; expected one of {', '.join(SHAPES)}")
     for m in modes:
         if m not in ("train", "eval", "sample"):
             p.error(f"unknown mode {m!r}; expected train, eval or sample")
+    for d in dtypes:
+        if d not in DTYPES:
+            p.error(f"unknown dtype {d!r}; expected {' or '.join(DTYPES)}")
     if args.no_torch:
         global torch
         torch = None
@@ -436,10 +459,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for s in shapes:
         for c in cells_:
             for m in modes:
-                rows.append({**bench_row(s, c, m, args.repeats, args.impl, _print_row, args.warmup), **hw})
-                if args.json:
-                    args.json.parent.mkdir(parents=True, exist_ok=True)
-                    args.json.write_text(json.dumps(rows, indent=1))
+                for d in dtypes:
+                    rows.append({**bench_row(s, c, m, args.repeats, args.impl, _print_row, args.warmup, d), **hw})
+                    if args.json:
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(json.dumps(rows, indent=1))
     return rows
 
 
