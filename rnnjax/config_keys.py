@@ -172,7 +172,8 @@ KEYS = (
     Key("sweep.vmap_axes", (), "rnnjax sweep: points that differ only in these keys (seed, "
         "train.learning_rate) train as one vmapped program, a population (rnnjax.population)",
         lambda v: len(set(v)) == len(v) and set(v) <= set(VMAP_AXES),
-        "distinct names among " + ", ".join(repr(a) for a in VMAP_AXES)),
+        "distinct names among " + ", ".join(repr(a) for a in VMAP_AXES) + ", written as a tuple, e.g. "
+        "--config.sweep.vmap_axes=\"('seed', 'train.learning_rate')\""),
 )
 
 BY_NAME = {k.name: k for k in KEYS}

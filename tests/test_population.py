@@ -197,3 +197,15 @@ def test_the_sweep_launcher_runs_a_population_per_group_and_routes_each_members_
         others = [q.name for q in points(spec) if q.name != p.name]
         assert not any(f"[{o}]" in log for o in others)
     assert (workdir / "results.md").is_file()
+
+
+def test_a_member_of_a_preempted_population_can_be_continued_alone(tmp_path, monkeypatch, capsys):
+    spec = write_sweep(tmp_path, seeds=(0,), lrs=(1e-2, 3e-3))
+    names = [p.name for p in points(spec)]
+    assert train_population(spec, tmp_path / "whole", names) == 0
+    sigterm_once_at(monkeypatch, 7)
+    assert train_population(spec, tmp_path / "cut", names) == 0
+    member = tmp_path / "cut" / names[1]
+    assert cli.main(["train", "--workdir", str(member)]) == 0
+    assert "resuming from the checkpoint at step 8" in capsys.readouterr().out
+    np.testing.assert_allclose(train_losses(member), train_losses(tmp_path / "whole" / names[1]), rtol=2e-4)
