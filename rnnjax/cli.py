@@ -156,7 +156,7 @@ def cmd_data_stats(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from rnnjax import launch, ray_launcher, report, slurm, sweep
+    from rnnjax import launch, population, ray_launcher, report, slurm, sweep
 
     spec = config_lib.shipped_config_path(args.config)
     if args.jobs < 1:
@@ -168,9 +168,9 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if args.population:
         return _train_population(spec, workdir, points, args.population, args.data_dir)
     vmap_axes = tuple(config_lib.apply_overrides(config_lib.load(spec), overrides).sweep.vmap_axes)
-    if vmap_axes and args.launcher != "local":
-        raise ConfigError(f"sweep.vmap_axes: populations run with --launcher local for now (not {args.launcher}); "
-                          f"set --config.sweep.vmap_axes=() to run every point as its own {args.launcher} job")
+    if vmap_axes and args.launcher == "ray":
+        raise ConfigError("sweep.vmap_axes: populations run with --launcher local or slurm, not ray yet; set "
+                          "--config.sweep.vmap_axes=() to run every point as its own Ray task")
     resources = slurm.Resources(args.partition, args.time_min, args.cpus_per_point, args.gpus_per_point, args.mem_gb)
     ray_resources = ray_launcher.Resources(args.cpus_per_point, args.gpus_per_point)
     if args.launcher == "ray" and args.jobs != 1:
@@ -182,8 +182,11 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
             print(f"{p.index:>4}  {launch.point_status(workdir / p.name):<11}  {workdir / p.name}{hidden}")
         print(f"{len(selected)} of {len(points)} points")
         todo = launch.points_to_run(workdir, selected, args.retry_failed)
+        tasks = len(population.groups(todo, vmap_axes)) if vmap_axes else len(todo)
+        if vmap_axes and todo:
+            print(f"{len(todo)} points to run as {tasks} populations ({', '.join(vmap_axes)})")
         if args.launcher == "slurm" and todo:
-            print(f"would submit {len(todo)} points as one array job: {resources.describe(len(todo), args.jobs)}")
+            print(f"would submit {tasks} array tasks as one array job: {resources.describe(tasks, args.jobs)}")
         if args.launcher == "ray" and todo:
             print(f"would submit {ray_resources.describe(len(todo))}")
         return 0
@@ -191,7 +194,8 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     launch.record_sweep(workdir, spec, overrides, points)
     if args.launcher == "slurm":
         executor = slurm.executor(workdir, resources, args.jobs)
-        slurm.submit(executor, spec, workdir, selected, retry_failed=args.retry_failed, data_dir=args.data_dir)
+        slurm.submit(executor, spec, workdir, selected, retry_failed=args.retry_failed, data_dir=args.data_dir,
+                     vmap_axes=vmap_axes, overrides=overrides)
         return 0
     if args.launcher == "ray":
         failed = ray_launcher.run_sweep(address, spec, workdir, selected, ray_resources,

@@ -3,7 +3,8 @@
     rnnjax sweep --config FILE --workdir DIR --launcher slurm --partition gpu --gpus-per-point 1 \
         --time-min 240 [--jobs N]
 
-One array task per point that is not done, at most `--jobs` at once. Each task runs the same
+One array task per point that is not done (with `sweep.vmap_axes`, per population of points,
+`rnnjax.population`), at most `--jobs` at once. Each task runs the same
 `rnnjax train` command the local launcher runs (`launch.train_command`), in the same run
 directory, so the directories, `summary.json` files and `rnnjax report` are the same whichever
 launcher ran them. SLURM sends SIGUSR2 `signal_delay_s` before a time limit or a preemption
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rnnjax import launch
+from rnnjax import launch, population
 from rnnjax.errors import ConfigError
 from rnnjax.sweep import Point
 
@@ -63,19 +64,23 @@ class Resources(NamedTuple):
 
 
 class PointJob:
-    """One point on a SLURM node: its training process, stopped with a checkpoint and requeued on preemption.
+    """One point, or one population of points (`sweep.vmap_axes`), on a SLURM node: its training
+    process, stopped with a checkpoint and requeued on preemption.
 
     submitit pickles this object into the job; `checkpoint` is submitit's hook, called on the node
     when SLURM warns of a time limit or preemption, and returns the submission that continues it.
     """
 
-    def __init__(self, point: Point, run_dir: Path, cmd: list[str]):
-        self.point, self.run_dir, self.cmd = point, Path(run_dir), cmd
+    def __init__(self, points: list[Point], workdir: Path, cmd: list[str]):
+        self.points, self.workdir, self.cmd = points, Path(workdir), cmd
         self._procs: set = set()
         self._lock = threading.Lock()
 
-    def __call__(self) -> dict:
-        return launch.run_point(self.point, self.run_dir, self.cmd, {}, self._procs, self._lock)
+    def __call__(self) -> list[dict]:
+        if len(self.points) > 1:
+            return launch.run_group(self.points, self.workdir, self.cmd, {}, self._procs, self._lock)
+        p = self.points[0]
+        return [launch.run_point(p, self.workdir / p.name, self.cmd, {}, self._procs, self._lock)]
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
@@ -90,13 +95,13 @@ class PointJob:
                 if not _exited(proc.pid, 60):
                     proc.kill()  # its newest complete checkpoint is still there to resume from
                     _exited(proc.pid, 10)
-        return submitit.helpers.DelayedSubmission(PointJob(self.point, self.run_dir, self.cmd))
+        return submitit.helpers.DelayedSubmission(PointJob(self.points, self.workdir, self.cmd))
 
     def __getstate__(self) -> dict:
-        return {"point": self.point, "run_dir": self.run_dir, "cmd": self.cmd}
+        return {"points": self.points, "workdir": self.workdir, "cmd": self.cmd}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["point"], state["run_dir"], state["cmd"])
+        self.__init__(state["points"], state["workdir"], state["cmd"])
 
 
 def _exited(pid: int, timeout: float) -> bool:
@@ -131,17 +136,23 @@ def executor(workdir: Path, resources: Resources, jobs: int, cluster: str = "slu
 
 
 def submit(ex, config_spec: str, workdir: Path, points: list[Point], retry_failed: bool = False,
-           data_dir: str | None = None, log=print) -> list:
-    """Submit every point not yet done as one array job; return the submitit jobs."""
+           data_dir: str | None = None, log=print, vmap_axes: tuple = (), overrides: dict[str, str] | None = None
+           ) -> list:
+    """Submit every point not yet done as one array job, a task per point (with `vmap_axes`, a task per
+    population, given the command line's `overrides`); return the submitit jobs."""
     todo = launch.points_to_run(workdir, points, retry_failed)
     if not todo:
         log(f"sweep: all {len(points)} points are done or running elsewhere; nothing submitted")
         return []
-    jobs_ = [PointJob(p, workdir / p.name, launch.train_command(config_spec, workdir / p.name, p.overrides,
-                                                                data_dir)) for p in todo]
+    units = population.groups(todo, vmap_axes) if vmap_axes else [[p] for p in todo]
+    jobs_ = [PointJob(unit, workdir, launch.population_command(config_spec, workdir, [p.name for p in unit],
+                                                                overrides or {}, data_dir) if len(unit) > 1 else
+                      launch.train_command(config_spec, workdir / unit[0].name, unit[0].overrides, data_dir))
+             for unit in units]
     with ex.batch():
         submitted = [ex.submit(job) for job in jobs_]
-    launch.record_launch(workdir, "slurm", {p.name: j.job_id for p, j in zip(todo, submitted)})
-    log(f"sweep: submitted {len(todo)} of {len(points)} points as SLURM job {submitted[0].job_id.split('_')[0]} "
+    launch.record_launch(workdir, "slurm", {p.name: j.job_id for unit, j in zip(units, submitted) for p in unit})
+    what = f"{len(todo)} of {len(points)} points" + (f" ({len(units)} populations)" if vmap_axes else "")
+    log(f"sweep: submitted {what} as SLURM job {submitted[0].job_id.split('_')[0]} "
         f"(logs in {Path(workdir) / LOGS}); when they finish: rnnjax report {workdir}")
     return submitted

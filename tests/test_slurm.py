@@ -40,7 +40,7 @@ def test_dry_run_shows_the_array_request(tmp_path, capsys):
     assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "s"), "--launcher", "slurm",
                      "--dry-run", "--partition", "gpu", "--gpus-per-point", "1", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "would submit 2 points as one array job: sbatch --array=0-1%1 --time=240 --cpus-per-task=2 " \
+    assert "would submit 2 array tasks as one array job: sbatch --array=0-1%1 --time=240 --cpus-per-task=2 " \
            "--signal=USR2@90" in out and "--partition=gpu --gpus-per-node=1" in out
     assert not (tmp_path / "s").exists()
 
@@ -68,7 +68,7 @@ def test_local_executor_gives_the_local_launchers_results(tmp_path, capsys):
     points = expand(spec)
     launch.record_sweep(workdir, spec, {}, points)
     jobs = slurm.submit(slurm.executor(workdir, slurm.Resources(), jobs=2, cluster="local"), spec, workdir, points)
-    assert [j.result()["status"] for j in jobs] == ["done", "done"]
+    assert [j.result()[0]["status"] for j in jobs] == ["done", "done"]
     report.write_report(workdir)
     assert results_rows(workdir) == results_rows(tmp_path / "local")
     assert json.loads((workdir / "sweep.json").read_text())["launches"][-1]["launcher"] == "slurm"
@@ -76,6 +76,21 @@ def test_local_executor_gives_the_local_launchers_results(tmp_path, capsys):
     assert slurm.submit(slurm.executor(workdir, slurm.Resources(), jobs=2, cluster="local"), spec, workdir,
                         points, log=print) == []
     assert "nothing submitted" in capsys.readouterr().out
+
+
+def test_a_population_is_one_array_task_and_gives_the_local_launchers_results(tmp_path):
+    spec = write_sweep(tmp_path, 'sweep("config.seed", [0, 1])')
+    vmap = {"sweep.vmap_axes": "('seed',)"}
+    assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "local"),
+                     "--config.sweep.vmap_axes=('seed',)"]) == 0
+    workdir = tmp_path / "submitit"
+    points = expand(spec, vmap)
+    launch.record_sweep(workdir, spec, vmap, points)
+    jobs = slurm.submit(slurm.executor(workdir, slurm.Resources(), jobs=2, cluster="local"), spec, workdir, points,
+                        vmap_axes=("seed",), overrides=vmap)
+    assert len(jobs) == 1 and [s["status"] for s in jobs[0].result()] == ["done", "done"]
+    report.write_report(workdir)
+    assert results_rows(workdir) == results_rows(tmp_path / "local")
 
 
 def test_a_preempted_point_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
@@ -92,7 +107,7 @@ def test_a_preempted_point_is_requeued_and_resumes_from_its_checkpoint(tmp_path)
         time.sleep(0.1)
     for pid in descendants(job._process.pid):  # what SLURM does ahead of a preemption: SIGUSR2 to the job step
         os.kill(pid, signal.SIGUSR2)
-    assert job.result()["status"] == "done"
+    assert job.result()[0]["status"] == "done"
     log = (run_dir / "train.log").read_text()
     assert "stopped by SIGUSR2" in log and "resuming from the checkpoint at step" in log
     assert "Requeued job" in (workdir / slurm.LOGS / job.job_id / f"{job.job_id}_0_log.err").read_text()
