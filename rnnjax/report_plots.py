@@ -165,6 +165,15 @@ def pareto(series: list[Series], ylabel: str, goal: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plotted_at(record: dict, x: str) -> float:
+    """Where a record goes on the `x` ("epoch" or "step") axis: at the step of the parameters it
+    scored, which for a test of the best-validation checkpoint (`checkpoint_step`) is not the
+    step the record was written at."""
+    if "checkpoint_step" in record and record["step"]:
+        return record[x] * record["checkpoint_step"] / record["step"]
+    return record[x]
+
+
 def run_curves(records: list[dict], title: str, path: Path) -> Path | None:
     """One run's train, valid and test values of its headline metric against epochs (None: nothing logged).
 
@@ -180,7 +189,7 @@ def run_curves(records: list[dict], title: str, path: Path) -> Path | None:
     for split, style in (("train", "-"), ("valid", "o-"), ("test", "s")):
         rows = [r for r in records if r.get("split") == split and isinstance(r.get(metric), (int, float))]
         if rows:
-            ax.plot([r[x] for r in rows], [r[metric] for r in rows], style, ms=4,
+            ax.plot([plotted_at(r, x) for r in rows], [r[metric] for r in rows], style, ms=4,
                     label=f"{split} (one batch)" if split == "train" else split,
                     lw=0.8 if split == "train" else 1.5, alpha=0.6 if split == "train" else 1.0)
     if metric == "perplexity":

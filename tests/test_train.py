@@ -18,6 +18,7 @@ from rnnjax.cli import main
 from rnnjax.config import resolve as resolve_config
 from rnnjax.model import make_lm
 from rnnjax.records import read_metrics
+from rnnjax.report_plots import plotted_at
 
 TINY = {"train.max_steps": "30", "model.hidden_size": "16", "model.embed_size": "8", "train.log_every": "10",
         "data.synthetic_train_tokens": "20000", "data.synthetic_eval_tokens": "2000", "train.batch_size": "8",
@@ -158,6 +159,9 @@ def test_patience_stops_early_and_tests_the_best_checkpoint(tmp_path, capsys):
     best = valid[int(np.argmin(ppl))]
     assert summary["test_step"] == best["step"] and summary["best_valid_ppl"] == best["perplexity"]
     assert math.isclose(summary["valid_ppl"], best["perplexity"], rel_tol=1e-12)  # the tested model's own
+    (test,) = [r for r in read_metrics(w / "metrics.jsonl") if r["split"] == "test"]
+    assert test["step"] == summary["steps"] and test["checkpoint_step"] == best["step"]
+    assert plotted_at(test, "epoch") == pytest.approx(best["epoch"])  # curves.png puts it where it was scored
     cut = run(tmp_path, "cut", **{**overfit, "train.max_steps": str(best["step"])})
     assert json.loads((cut / "summary.json").read_text())["test_ppl"] == summary["test_ppl"]
 

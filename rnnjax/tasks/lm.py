@@ -58,6 +58,8 @@ def make(config: ConfigDict, run: Run, data_dir: Path, log: Callable[[str], None
     def finish(params, best_params, tally: loop.Tally) -> tuple[dict, dict]:
         params, test_step = best_params() if t.patience > 0 else (params, None)
         test = scores(nll(params, "test"))
+        if test_step is not None:  # the record is written at the last step; these parameters are older
+            test["checkpoint_step"] = test_step
         valid_nll = tally.last["valid"]["loss"] if tally.last else float("nan")
         if test_step is not None:  # the tested parameters' own validation score
             valid_nll = math.log(min(tally.history))
