@@ -168,9 +168,6 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if args.population:
         return _train_population(spec, workdir, points, args.population, args.data_dir)
     vmap_axes = tuple(config_lib.apply_overrides(config_lib.load(spec), overrides).sweep.vmap_axes)
-    if vmap_axes and args.launcher == "ray":
-        raise ConfigError("sweep.vmap_axes: populations run with --launcher local or slurm, not ray yet; set "
-                          "--config.sweep.vmap_axes=() to run every point as its own Ray task")
     resources = slurm.Resources(args.partition, args.time_min, args.cpus_per_point, args.gpus_per_point, args.mem_gb)
     ray_resources = ray_launcher.Resources(args.cpus_per_point, args.gpus_per_point)
     if args.launcher == "ray" and args.jobs != 1:
@@ -188,7 +185,7 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         if args.launcher == "slurm" and todo:
             print(f"would submit {tasks} array tasks as one array job: {resources.describe(tasks, args.jobs)}")
         if args.launcher == "ray" and todo:
-            print(f"would submit {ray_resources.describe(len(todo))}")
+            print(f"would submit {ray_resources.describe(tasks)}")
         return 0
     address = ray_launcher.cluster_address(args.ray_address) if args.launcher == "ray" else None
     launch.record_sweep(workdir, spec, overrides, points)
@@ -199,7 +196,8 @@ def cmd_sweep(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         return 0
     if args.launcher == "ray":
         failed = ray_launcher.run_sweep(address, spec, workdir, selected, ray_resources,
-                                        retry_failed=args.retry_failed, data_dir=args.data_dir)
+                                        retry_failed=args.retry_failed, data_dir=args.data_dir, vmap_axes=vmap_axes,
+                                        overrides=overrides)
     else:
         failed = launch.run_sweep(spec, workdir, selected, jobs=args.jobs, retry_failed=args.retry_failed,
                                   data_dir=args.data_dir, vmap_axes=vmap_axes, overrides=overrides)

@@ -5,7 +5,8 @@
     rnnjax sweep --config FILE --workdir DIR --launcher ray --ray-address HEAD:6379 --cpus-per-point 2 \
         [--gpus-per-point 1]
 
-One Ray task per point that is not done, asking for `--cpus-per-point` CPUs and `--gpus-per-point`
+One Ray task per point that is not done (with `sweep.vmap_axes`, per population of points,
+`rnnjax.population`), asking for `--cpus-per-point` CPUs and `--gpus-per-point`
 GPUs; the cluster's free resources decide how many run at once. Each task runs the same `rnnjax
 train` command as the local launcher (`launch.run_point`) in the same run directory, so the run
 directories, `summary.json` files and `rnnjax report` are the same whichever launcher ran them; the
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, NamedTuple
 
-from rnnjax import launch, records, rundir
+from rnnjax import launch, population, records, rundir
 from rnnjax.errors import ConfigError
 from rnnjax.progress import format_seconds
 from rnnjax.sweep import Point
@@ -91,27 +92,35 @@ def connect(address: str) -> ModuleType:
     return ray
 
 
-def run_task(point: Point, run_dir: Path, config_spec: str, data_dir: str | None, env: dict[str, str]) -> dict:
-    """One point on a Ray worker: its training process, as `launch.run_point` runs it; returns its status.
+def run_task(unit: list[Point], workdir: Path, config_spec: str, data_dir: str | None, env: dict[str, str],
+             overrides: dict[str, str]) -> list[dict]:
+    """One point, or one population of points (`sweep.vmap_axes`), on a Ray worker: its training
+    process, as `launch.run_point` / `launch.run_group` run it; returns each point's status.
 
     The process is started with `setpriv --pdeathsig KILL`, so it dies with this worker even where Ray
-    does not end a killed worker's children, releasing the run directory for the retry. `run_point`
+    does not end a killed worker's children, releasing the run directories for the retry. The launch
     runs in a thread: `ray.cancel` (KeyboardInterrupt) or a SIGTERM to the worker (SystemExit) interrupts
     this main thread, which then stops the training process with SIGTERM (it checkpoints and exits). The
     main thread polls an Event rather than joining: Python 3.11 takes a thread interrupted in `join` for
     finished.
     """
-    _wait_released(run_dir)
+    for p in unit:
+        _wait_released(workdir / p.name)
     guard = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
-    cmd = guard + launch.train_command(config_spec, run_dir, point.overrides, data_dir)
     procs: set = set()
     lock = threading.Lock()
-    outcome: list = []  # run_point's status, or what it raised
+    outcome: list = []  # the statuses, or what the launch raised
     finished = threading.Event()
 
     def run() -> None:
         try:
-            outcome.append(launch.run_point(point, run_dir, cmd, env, procs, lock))
+            if len(unit) > 1:
+                cmd = guard + launch.population_command(config_spec, workdir, [p.name for p in unit], overrides,
+                                                        data_dir)
+                outcome.append(launch.run_group(unit, workdir, cmd, env, procs, lock))
+            else:
+                cmd = guard + launch.train_command(config_spec, workdir / unit[0].name, unit[0].overrides, data_dir)
+                outcome.append([launch.run_point(unit[0], workdir / unit[0].name, cmd, env, procs, lock)])
         except Exception as e:
             outcome.append(e)
         finally:
@@ -126,9 +135,10 @@ def run_task(point: Point, run_dir: Path, config_spec: str, data_dir: str | None
         raise
     if isinstance(outcome[0], Exception):
         raise outcome[0]
-    if outcome[0]["status"] == "interrupted":
-        raise PointInterrupted(f"{point.name}: its training process stopped before the end (log: "
-                               f"{run_dir / rundir.LOG})")
+    stopped = [s["name"] for s in outcome[0] if s["status"] == "interrupted"]
+    if stopped:
+        raise PointInterrupted(f"{', '.join(stopped)}: the training process stopped before the end (log: "
+                               f"{workdir / stopped[0] / rundir.LOG})")
     return outcome[0]
 
 
@@ -152,8 +162,10 @@ def _stop(finished: threading.Event, procs: set, lock: threading.Lock) -> None:
 
 
 def submit(ray: ModuleType, config_spec: str, workdir: Path, points: list[Point], resources: Resources,
-           retry_failed: bool = False, data_dir: str | None = None, log: Callable[[str], None] = print) -> dict:
-    """Start a task for every point not yet done and record their task ids; return {ObjectRef: Point}."""
+           retry_failed: bool = False, data_dir: str | None = None, log: Callable[[str], None] = print,
+           vmap_axes: tuple = (), overrides: dict[str, str] | None = None) -> dict:
+    """Start a task for every point not yet done (with `vmap_axes`, for every population of them, given
+    the command line's `overrides`) and record their task ids; return {ObjectRef: [Point, ...]}."""
     workdir = Path(workdir).resolve()  # a Ray worker's working directory is not this one
     path, colon, preset = config_spec.partition(":")
     config_spec = f"{Path(path).resolve()}{colon}{preset}"
@@ -162,12 +174,14 @@ def submit(ray: ModuleType, config_spec: str, workdir: Path, points: list[Point]
     states = [launch.point_status(workdir / p.name) for p in points]
     todo = launch.points_to_run(workdir, points, retry_failed)
     remote = ray.remote(run_task).options(**resources.task_options())
-    tasks = {remote.remote(p, workdir / p.name, config_spec, data_dir, env): p for p in todo}
-    launch.record_launch(workdir, "ray", {p.name: ref.task_id().hex() for ref, p in tasks.items()})
+    units = population.groups(todo, vmap_axes) if vmap_axes else [[p] for p in todo]
+    tasks = {remote.remote(unit, workdir, config_spec, data_dir, env, overrides or {}): unit for unit in units}
+    launch.record_launch(workdir, "ray", {p.name: ref.task_id().hex() for ref, unit in tasks.items() for p in unit})
     failed_left = 0 if retry_failed else states.count("failed")
     log(f"sweep: {len(points)} points here, {states.count('done')} finished (skipped), {states.count('running')} "
         f"running elsewhere, {failed_left} failed{' (skipped; --retry-failed reruns them)' if failed_left else ''}, "
-        f"{len(todo)} submitted as {resources.describe(len(todo))}")
+        f"{len(todo)} submitted as {resources.describe(len(units))}"
+        + (f" ({len(units)} populations)" if vmap_axes else ""))
     return tasks
 
 
@@ -184,13 +198,13 @@ def wait(ray: ModuleType, workdir: Path, tasks: dict, log: Callable[[str], None]
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                point = pending.pop(ref)
-                what, ok = _outcome(ray, ref, Path(workdir) / point.name)
-                failed += not ok
+                unit = pending.pop(ref)
                 n = len(tasks) - len(pending)
                 eta = (time.time() - start) / n * len(pending)
-                log(f"done {point.name}: {what} | {n}/{len(tasks)} run, {failed} not finished, "
-                    f"ETA {format_seconds(eta)}")
+                for point, (what, ok) in zip(unit, _outcomes(ray, ref, Path(workdir), unit)):
+                    failed += not ok
+                    log(f"done {point.name}: {what} | {n}/{len(tasks)} tasks run, {failed} points not finished, "
+                        f"ETA {format_seconds(eta)}")
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)
@@ -206,34 +220,40 @@ def wait(ray: ModuleType, workdir: Path, tasks: dict, log: Callable[[str], None]
 
 
 def run_sweep(address: str, config_spec: str, workdir: Path, points: list[Point], resources: Resources,
-              retry_failed: bool = False, data_dir: str | None = None, log: Callable[[str], None] = print) -> int:
+              retry_failed: bool = False, data_dir: str | None = None, log: Callable[[str], None] = print,
+              vmap_axes: tuple = (), overrides: dict[str, str] | None = None) -> int:
     """Run the points not yet done as Ray tasks on the cluster at `address` and wait for them; return how
     many failed, counting those that failed before and were not retried (as `launch.run_sweep`)."""
     ray = connect(address)
     try:
         failed_left = 0 if retry_failed else sum(launch.point_status(Path(workdir) / p.name) == "failed"
                                                  for p in points)
-        return wait(ray, workdir, submit(ray, config_spec, workdir, points, resources, retry_failed, data_dir, log),
-                    log) + failed_left
+        tasks = submit(ray, config_spec, workdir, points, resources, retry_failed, data_dir, log, vmap_axes, overrides)
+        return wait(ray, workdir, tasks, log) + failed_left
     finally:
         ray.shutdown()
 
 
-def _outcome(ray: ModuleType, ref, run_dir: Path) -> tuple[str, bool]:
-    """What a finished task's point came to, in words, and whether it finished."""
-    log_path = run_dir / rundir.LOG
+def _outcomes(ray: ModuleType, ref, workdir: Path, unit: list[Point]) -> list[tuple[str, bool]]:
+    """What a finished task's points came to, in words, and whether each finished."""
+    log_paths = [workdir / p.name / rundir.LOG for p in unit]
     try:
-        status = ray.get(ref)
+        statuses = ray.get(ref)
     except PointInterrupted:
-        return f"interrupted, retries used up (rerun the sweep to resume it; log: {log_path})", False
+        return [(f"interrupted, retries used up (rerun the sweep to resume it; log: {log})", False) for log in log_paths]
     except Exception as e:  # the worker or node died once more than the task may be retried
         line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        return f"not finished: {line} (rerun the sweep to resume it; log: {log_path})", False
-    if status["status"] != "done":
-        return f"FAILED: {status['error']} (log: {log_path})", False
-    summary = rundir.read_summary(run_dir)
-    if summary is None:
-        return (f"finished on {status['host']}, but {run_dir / rundir.SUMMARY} is not readable here: the sweep "
-                f"directory must be on a filesystem every Ray node shares, at the same path"), False
-    metric, value = records.headline(summary)
-    return f"{metric} {value:.6g} in {format_seconds(status['wall_s'])}", True
+        return [(f"not finished: {line} (rerun the sweep to resume it; log: {log})", False) for log in log_paths]
+    out = []
+    for p, status, log in zip(unit, statuses, log_paths):
+        summary = rundir.read_summary(workdir / p.name)
+        if status["status"] != "done":
+            out.append((f"FAILED: {status['error']} (log: {log})", False))
+        elif summary is None:
+            out.append((f"finished on {status['host']}, but {workdir / p.name / rundir.SUMMARY} is not readable "
+                        f"here: the sweep directory must be on a filesystem every Ray node shares, at the same path",
+                        False))
+        else:
+            metric, value = records.headline(summary)
+            out.append((f"{metric} {value:.6g} in {format_seconds(status['wall_s'])}", True))
+    return out

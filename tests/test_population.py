@@ -176,8 +176,6 @@ def test_members_that_cannot_share_a_program_are_refused(tmp_path, capsys):
     spec = write_sweep(tmp_path)
     assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "s"), "--population", "seed=7"]) == 2
     assert "rnnjax: error: --population: no point of this sweep is named 'seed=7'" in capsys.readouterr().err
-    assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "s"), "--launcher", "ray"]) == 2
-    assert "populations run with --launcher local" in capsys.readouterr().err
 
 
 def test_the_sweep_launcher_runs_a_population_per_group_and_routes_each_members_log(tmp_path):

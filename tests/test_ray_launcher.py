@@ -100,6 +100,17 @@ def test_ray_gives_the_local_launchers_results_and_report_merges_launchers(tmp_p
     assert [(x["launcher"], list(x["jobs"])) for x in launches(mixed)] == [("local", names[:1]), ("ray", names[1:])]
 
 
+def test_a_population_is_one_ray_task_with_the_local_launchers_results(tmp_path, cluster, capsys):
+    spec = write_sweep(tmp_path, 'sweep("config.seed", [0, 1])')
+    vmap = "--config.sweep.vmap_axes=('seed',)"
+    assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "local"), vmap]) == 0
+    assert cli.main(["sweep", "--config", spec, "--workdir", str(tmp_path / "ray"), vmap, "--launcher", "ray",
+                     "--ray-address", cluster, "--cpus-per-point", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 submitted as 1 Ray tasks of 1 CPUs and 0 GPUs each (max_retries=5) (1 populations)" in out
+    assert results_rows(tmp_path / "ray") == results_rows(tmp_path / "local")
+
+
 def test_a_killed_worker_is_retried_and_ctrl_c_cancels_and_both_resume_from_a_checkpoint(tmp_path, cluster):
     spec = write_sweep(tmp_path, 'sweep("config.seed", [0])', steps=600, train_tokens=20_000)
     workdir, overrides = tmp_path / "s", {"checkpoint.every_steps": "20"}
