@@ -146,8 +146,12 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
     config, t, task0 = first.config, first.config.train, first.task
     spe = task0.steps_per_epoch
     total = loop.total_steps(config, spe)
-    if any(m.task.steps_per_epoch != spe for m in members):
-        raise DataError("population members see different numbers of batches per epoch; run them separately")
+    shapes = [jax.eval_shape(m.task.model.init, m.init_key) for m in members]
+    for m, shape in zip(members[1:], shapes[1:]):
+        if m.task.steps_per_epoch != spe or jax.tree.structure(shape) != jax.tree.structure(shapes[0]) or any(
+                a.shape != b.shape for a, b in zip(jax.tree.leaves(shape), jax.tree.leaves(shapes[0]))):
+            raise DataError(f"population members {first.name} and {m.name} differ in their data's size or vocabulary "
+                            f"(the seed decides {config.task}'s split); run them without sweep.vmap_axes")
     vstep = population_step(task0.objective, config, spe, total)
     opt = optim.optimizer(config, optim.schedule(config, spe, total))  # initial states only
     lrs = jnp.asarray([m.config.train.learning_rate for m in members], jnp.float32)

@@ -207,3 +207,31 @@ def test_a_member_of_a_preempted_population_can_be_continued_alone(tmp_path, mon
     assert cli.main(["train", "--workdir", str(member)]) == 0
     assert "resuming from the checkpoint at step 8" in capsys.readouterr().out
     np.testing.assert_allclose(train_losses(member), train_losses(tmp_path / "whole" / names[1]), rtol=2e-4)
+
+
+def test_members_whose_seed_changes_the_vocabulary_are_refused(tmp_path, capsys, shared_data):
+    """Sentiment's seed draws its split, and with it the vocabulary: members would not stack."""
+    spec = tmp_path / "sent.py"
+    spec.write_text(f'''
+from rnnjax.config import defaults
+from rnnjax.sweep import sweep
+import sys
+sys.path.insert(0, {str(REPO / "configs")!r})
+from sentiment import get_config as base
+
+
+def get_config(preset=None):
+    c = base()
+    c.train.max_steps = 2
+    c.sweep.vmap_axes = ("seed",)
+    return c
+
+
+def get_sweep():
+    return sweep("config.seed", [0, 1])
+''')
+    names = [p.name for p in points(str(spec))]
+    code = cli.main(["sweep", "--config", str(spec), "--workdir", str(tmp_path / "s"), "--data-dir", str(shared_data)]
+                    + [a for n in names for a in ("--population", n)])
+    assert code == 2
+    assert "differ in their data's size or vocabulary" in capsys.readouterr().err
