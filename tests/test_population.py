@@ -213,9 +213,9 @@ def test_members_whose_seed_changes_the_vocabulary_are_refused(tmp_path, capsys,
     """Sentiment's seed draws its split, and with it the vocabulary: members would not stack."""
     spec = tmp_path / "sent.py"
     spec.write_text(f'''
-from rnnjax.config import defaults
-from rnnjax.sweep import sweep
 import sys
+
+from rnnjax.sweep import sweep
 sys.path.insert(0, {str(REPO / "configs")!r})
 from sentiment import get_config as base
 
