@@ -111,7 +111,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(int(k), args, Path(tmp)) for k in args.sizes.split(",")]
     if args.out:
-        lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; `{' '.join(sys.argv)}`; {args.cell} 2 x {args.hidden}, "
+        cores = sorted(os.sched_getaffinity(0))
+        lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores, this run on core(s) {cores} "
+                 f"(XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
+                 f"`{' '.join(sys.argv)}`; {args.cell} 2 x {args.hidden}, "
                  f"batch 20, BPTT 20, vocabulary {args.vocab:,}, {args.steps} steps per run; steady-state tokens/s "
                  f"summed over the K members / processes; load average when each row finished.", "",
                  "| K | population tok/s | K processes tok/s | ratio | population wall s | processes wall s | load |",
