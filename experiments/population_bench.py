@@ -7,9 +7,9 @@ same K runs as K separate processes started together, in the same run of this sc
 For each K it runs, one after the other: (a) `rnnjax sweep --population ...` with K members,
 (b) K `rnnjax train` processes at once. Tokens/s is steady state: the median `tokens_per_s`
 of each run's metrics.jsonl train records after the first `--skip` (compilation and warm-up
-left out), summed over the K members (a) or the K processes (b). The model is the synthetic
-corpus with Zaremba-small's shape (2 x 200 LSTM, batch 20, 20 steps of BPTT; vocabulary
-`--vocab`), so no data is needed.
+left out), summed over the K members (a) or the K processes (b). The model is
+Zaremba-small's shape (2 x 200 LSTM, batch 20, 20 steps of BPTT) on PTB words
+(`--corpus`, from `--data-dir`, default ../shared/data).
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ from rnnjax.sweep import sweep
 
 def get_config(preset=None):
     c = defaults()
-    c.data.corpus = "synthetic"
-    c.data.synthetic_vocab_size = {vocab}
-    c.data.synthetic_train_tokens = 200_000
-    c.data.synthetic_eval_tokens = 2_000
+    c.data.corpus = "{corpus}"
     c.model.cell = "{cell}"
     c.model.num_layers = 2
     c.model.hidden_size = {hidden}
@@ -74,18 +71,20 @@ def cpu_model() -> str:
 
 def measure(k: int, args: argparse.Namespace, tmp: Path) -> dict:
     spec = tmp / f"pop{k}.py"
-    spec.write_text(SWEEP.format(k=k, cell=args.cell, hidden=args.hidden, vocab=args.vocab, steps=args.steps))
+    spec.write_text(SWEEP.format(k=k, cell=args.cell, hidden=args.hidden, corpus=args.corpus, steps=args.steps))
     names = [f"seed={i}" for i in range(k)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.time()
-    cmd = [sys.executable, "-m", "rnnjax", "sweep", "--config", str(spec), "--workdir", str(tmp / f"pop{k}")]
+    cmd = [sys.executable, "-m", "rnnjax", "sweep", "--config", str(spec), "--workdir", str(tmp / f"pop{k}"),
+           "--data-dir", args.data_dir]
     subprocess.run(cmd + [a for n in names for a in ("--population", n)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     pop_wall = time.time() - t0
     pop = sum(steady_rate(tmp / f"pop{k}" / n, args.skip) for n in names)
     t0 = time.time()
     procs = [subprocess.Popen([sys.executable, "-m", "rnnjax", "train", "--config", str(spec), "--workdir",
-                               str(tmp / f"sep{k}" / n), f"--config.seed={i}"], env=env, stdout=subprocess.DEVNULL)
+                               str(tmp / f"sep{k}" / n), f"--config.seed={i}", "--data-dir", args.data_dir], env=env,
+                              stdout=subprocess.DEVNULL)
              for i, n in enumerate(names)]
     if any(p.wait() for p in procs):
         raise SystemExit("a separate run failed")
@@ -105,7 +104,8 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=3, help="train records left out at the start (warm-up)")
     p.add_argument("--cell", default="lstm")
     p.add_argument("--hidden", type=int, default=200)
-    p.add_argument("--vocab", type=int, default=10_000)
+    p.add_argument("--corpus", default="ptb", help="data.corpus (default: PTB words, vocabulary 10,000)")
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +115,7 @@ def main() -> None:
         lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores, this run on core(s) {cores} "
                  f"(XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
                  f"`{' '.join(sys.argv)}`; {args.cell} 2 x {args.hidden}, "
-                 f"batch 20, BPTT 20, vocabulary {args.vocab:,}, {args.steps} steps per run; steady-state tokens/s "
+                 f"batch 20, BPTT 20, corpus {args.corpus}, {args.steps} steps per run; steady-state tokens/s "
                  f"summed over the K members / processes; load average when each row finished.", "",
                  "| K | population tok/s | K processes tok/s | ratio | population wall s | processes wall s | load |",
                  "|---|---|---|---|---|---|---|"]
