@@ -106,8 +106,7 @@ class Member:
         self.tally = loop.FRESH
         self.metrics_log = None
         self.active = True
-        init_key, self.first_key = jax.random.split(jax.random.key(run.config.seed))
-        self.init_key = init_key
+        self.init_key, self.first_key = jax.random.split(jax.random.key(run.config.seed))  # as `loop.train` splits
 
     def write(self, records: dict, step: int, t0: float) -> None:
         spe = self.task.steps_per_epoch
@@ -128,10 +127,12 @@ def train(runs: list[Run], make_task: Callable[[Run, Callable[[str], None]], loo
     `make_task(run, log)` builds a member's task (`rnnjax.tasks.TASKS`). Raises
     `loop.Preempted` after SIGTERM / SIGINT / SIGUSR2 (every active member checkpointed first).
     """
-    configs = [r.config for r in runs]
-    check_members(configs)
-    members = [Member(r, make_task(r, member_log(r.path.name, log)), member_log(r.path.name, log)) for r in runs]
-    try:
+    check_members([r.config for r in runs])
+    members: list[Member] = []
+    try:  # every member's checkpoint manager is closed on every way out
+        for r in runs:
+            mlog = member_log(r.path.name, log)
+            members.append(Member(r, make_task(r, mlog), mlog))
         return _train(members, log)
     finally:
         for m in members:
