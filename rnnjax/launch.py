@@ -129,6 +129,23 @@ def population_command(config_spec: str, workdir: Path, names: list[str], overri
     return cmd
 
 
+def unit_command(config_spec: str, workdir: Path, unit: list[Point], overrides: dict[str, str],
+                 data_dir: str | None) -> list[str]:
+    """The command for one launch unit: a point's `rnnjax train`, or a population's (more than one
+    point; `overrides`: the command line's)."""
+    if len(unit) > 1:
+        return population_command(config_spec, workdir, [p.name for p in unit], overrides, data_dir)
+    return train_command(config_spec, workdir / unit[0].name, unit[0].overrides, data_dir)
+
+
+def run_unit(unit: list[Point], workdir: Path, cmd: list[str], env: dict[str, str], procs: set,
+             lock: threading.Lock) -> list[dict]:
+    """Run one launch unit's process (`run_point` or `run_group`); each point's status."""
+    if len(unit) > 1:
+        return run_group(unit, workdir, cmd, env, procs, lock)
+    return [run_point(unit[0], workdir / unit[0].name, cmd, env, procs, lock)]
+
+
 def train_command(config_spec: str, run_dir: Path, overrides: dict[str, str], data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "rnnjax", "train", "--config", config_spec, "--workdir", str(run_dir)]
     cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
@@ -282,13 +299,8 @@ def run_sweep(config_spec: str, workdir: Path, points: list[Point], jobs: int = 
                     log(f"[{counts['started']}/{len(todo)}] start {p.name}{note}"
                         + (f" (population of {len(unit)})" if len(unit) > 1 else ""))
             t0 = time.time()
-            if len(unit) == 1:
-                p = unit[0]
-                statuses = [run_point(p, workdir / p.name, prefix + train_command(
-                    config_spec, workdir / p.name, p.overrides, data_dir), env, procs, lock)]
-            else:
-                statuses = run_group(unit, workdir, prefix + population_command(
-                    config_spec, workdir, [p.name for p in unit], overrides or {}, data_dir), env, procs, lock)
+            statuses = run_unit(unit, workdir, prefix + unit_command(config_spec, workdir, unit, overrides or {},
+                                                                     data_dir), env, procs, lock)
             with lock:
                 for p, status in zip(unit, statuses):
                     counts["finished"] += 1

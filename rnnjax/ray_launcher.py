@@ -114,13 +114,8 @@ def run_task(unit: list[Point], workdir: Path, config_spec: str, data_dir: str |
 
     def run() -> None:
         try:
-            if len(unit) > 1:
-                cmd = guard + launch.population_command(config_spec, workdir, [p.name for p in unit], overrides,
-                                                        data_dir)
-                outcome.append(launch.run_group(unit, workdir, cmd, env, procs, lock))
-            else:
-                cmd = guard + launch.train_command(config_spec, workdir / unit[0].name, unit[0].overrides, data_dir)
-                outcome.append([launch.run_point(unit[0], workdir / unit[0].name, cmd, env, procs, lock)])
+            cmd = guard + launch.unit_command(config_spec, workdir, unit, overrides, data_dir)
+            outcome.append(launch.run_unit(unit, workdir, cmd, env, procs, lock))
         except Exception as e:
             outcome.append(e)
         finally:

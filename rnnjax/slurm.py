@@ -77,10 +77,7 @@ class PointJob:
         self._lock = threading.Lock()
 
     def __call__(self) -> list[dict]:
-        if len(self.points) > 1:
-            return launch.run_group(self.points, self.workdir, self.cmd, {}, self._procs, self._lock)
-        p = self.points[0]
-        return [launch.run_point(p, self.workdir / p.name, self.cmd, {}, self._procs, self._lock)]
+        return launch.run_unit(self.points, self.workdir, self.cmd, {}, self._procs, self._lock)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
@@ -145,9 +142,7 @@ def submit(ex, config_spec: str, workdir: Path, points: list[Point], retry_faile
         log(f"sweep: all {len(points)} points are done or running elsewhere; nothing submitted")
         return []
     units = population.groups(todo, vmap_axes) if vmap_axes else [[p] for p in todo]
-    jobs_ = [PointJob(unit, workdir, launch.population_command(config_spec, workdir, [p.name for p in unit],
-                                                                overrides or {}, data_dir) if len(unit) > 1 else
-                      launch.train_command(config_spec, workdir / unit[0].name, unit[0].overrides, data_dir))
+    jobs_ = [PointJob(unit, workdir, launch.unit_command(config_spec, workdir, unit, overrides or {}, data_dir))
              for unit in units]
     with ex.batch():
         submitted = [ex.submit(job) for job in jobs_]
