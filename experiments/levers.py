@@ -6,9 +6,11 @@ Groups (each timed interleaved, median ms per call over `--repeats`):
   decoder: the decoder + softmax cross-entropy value-and-gradient on [T, B, H] hidden states,
            optax on [T, B, V] logits (reference) vs `rnnjax.model.decoder_nll` (fast);
   layer:   one layer's forward + backward, `jax.grad` through `lax.scan` (reference) vs
-           `recurrent.scan_with_vjp` (fast; min_gru/min_lstm: their `jax.lax.associative_scan` form);
+           `recurrent.scan_with_vjp` (fast; min_gru/min_lstm: `rnnjax.linear_scan`);
   step:    the full jitted train step (forward, backward, clipping, SGD) with
-           `model.impl` reference vs fast and `model.scan_unroll` 1, 2, 4, 8.
+           `model.impl` reference vs fast and `model.scan_unroll` 1, 2, 4, 8;
+  linscan: min_gru/min_lstm's full train step (fast impl) with each form of
+           `rnnjax.linear_scan` (associative, sequential) in place of the per-platform choice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import SHAPES, jax_config, token_batches  # noqa: E402
 
-from rnnjax import batching, cells, optim, recurrent  # noqa: E402
+from rnnjax import batching, cells, linear_scan, optim, recurrent  # noqa: E402
 from rnnjax.model import decoder_nll, make_lm, token_nll  # noqa: E402
 from rnnjax.steps import init_state, make_train_step  # noqa: E402
 
@@ -80,7 +82,7 @@ def layer_group(shape, cell_name, repeats):
         return jax.jit(jax.grad(f, (0, 1)))
 
     ref, fst = loss(False), loss(True)
-    fast_name = "associative_scan" if cell.parallel is not None else "scan_with_vjp"
+    fast_name = "linear_scan" if cell.parallel is not None else "scan_with_vjp"
     return interleaved({"layer fwd+bwd reference": lambda: ref(params, xs),
                         f"layer fwd+bwd fast ({fast_name})": lambda: fst(params, xs)}, repeats)
 
@@ -109,11 +111,40 @@ def step_group(shape, cell_name, repeats, unrolls):
     return interleaved(fns, repeats)
 
 
+def linscan_group(shape, cell_name, repeats):
+    """The train step traced once with each `linear_scan` form (the cells module's name for it
+    is swapped while the step is traced, so the compiled steps differ only there)."""
+    batch = token_batches(shape, 1)[0]
+    b = batching.Batch(jnp.asarray(batch[:, :-1]), jnp.asarray(batch[:, 1:]))
+    key = jax.random.key(0)
+    config = jax_config(cell_name, shape, "fast")
+    lm = make_lm(config, shape.vocab)
+    sched = optim.schedule(config, 1000, 1000)
+    opt = optim.optimizer(config, sched)
+    chosen = cells.linear_scan
+    fns = {}
+    for form in ("associative", "sequential"):
+        cells.linear_scan = getattr(linear_scan, form)
+        try:
+            step = make_train_step(lm, opt, sched, config)
+            box = [init_state(lm, opt, key, shape.batch)]
+            box[0], _ = step(box[0], b, key)  # traced and compiled here, with this form
+        finally:
+            cells.linear_scan = chosen
+
+        def run(box=box, step=step):
+            box[0], metrics = step(box[0], b, key)
+            return metrics
+
+        fns[f"train step, linear_scan {form}"] = run
+    return interleaved(fns, repeats)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="small", choices=sorted(SHAPES))
     p.add_argument("--cell", default="lstm")
-    p.add_argument("--groups", default="decoder,layer,step")
+    p.add_argument("--groups", default="decoder,layer,step", help="comma list of decoder,layer,step,linscan")
     p.add_argument("--unrolls", default="1,2,4,8")
     p.add_argument("--repeats", type=int, default=9)
     args = p.parse_args(argv)
@@ -128,6 +159,8 @@ def main(argv=None):
         results.update(layer_group(shape, args.cell, args.repeats))
     if "step" in groups:
         results.update(step_group(shape, args.cell, args.repeats, [int(u) for u in args.unrolls.split(",")]))
+    if "linscan" in groups:
+        results.update(linscan_group(shape, args.cell, args.repeats))
     print("| what | ms per call (median) |\n|---|---|")
     for name, ms in results.items():
         print(f"| {name} | {ms:.1f} |")

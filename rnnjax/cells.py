@@ -18,9 +18,9 @@ float64 one, so a float64 model is float64 end to end (carries from
 `initial_carry(..., jnp.float64)`).
 
 `min_gru` and `min_lstm` (Feng et al. 2024, "Were RNNs All We Needed?") gate only on the
-input, so h' = a * h + b is linear in h: training runs their `parallel` form, a
-`jax.lax.associative_scan` over (a, b) pairs in O(log T) depth, and sampling steps
-`recur`, which computes the same h' = a * h + b.
+input, so h' = a * h + b is linear in h: training runs their `parallel` form over the whole
+sequence (`rnnjax.linear_scan`: an associative scan on accelerators, a sequential scan with a
+hand-written VJP on CPU), and sampling steps `recur`, which computes the same h' = a * h + b.
 
 Register a new cell with `register_cell(name, Cell(...))`; `get_cell(name)` looks it up. A
 module that registers cells when imported can be named in a config (`model.cell_module`), so
@@ -39,6 +39,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rnnjax.linear_scan import linear_scan
 
 Params = Any
 Array = jax.Array
@@ -222,13 +224,9 @@ def _min_lstm_coeffs(xp: Array) -> tuple[Array, Array]:
 
 
 def _linear_recurrence(coeffs):
-    """`recur` and `parallel` for h' = a * h + b with (a, b) = coeffs(xp).
-
-    The parallel form folds the initial state into the first step (b_0 + a_0 * h_0, as
-    `recur` computes it) and composes (a1, b1) then (a2, b2) as (a1 * a2, a2 * b1 + b2);
-    plain (not log-space) products, which in float32 underflow towards 0 (forgetting)
-    but never divide. It equals the sequential loop up to float rounding of the order.
-    """
+    """`recur` and `parallel` for h' = a * h + b with (a, b) = coeffs(xp); `parallel` runs
+    `linear_scan` (associative on accelerators, sequential on CPU), equal to stepping `recur`
+    up to float rounding of the order."""
 
     def recur(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
         a, b = coeffs(xp)
@@ -236,13 +234,7 @@ def _linear_recurrence(coeffs):
         return RNNCarry(h), h
 
     def parallel(params: Params, carry: RNNCarry, xp: Array) -> tuple[RNNCarry, Array]:
-        a, b = coeffs(xp)
-        b = b.at[0].set(a[0] * carry.h + b[0])
-
-        def compose(first, second):
-            return first[0] * second[0], second[0] * first[1] + second[1]
-
-        _, hs = jax.lax.associative_scan(compose, (a, b), axis=0)
+        hs = linear_scan(*coeffs(xp), carry.h)
         return RNNCarry(hs[-1]), hs
 
     return recur, parallel
