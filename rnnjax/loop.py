@@ -105,9 +105,15 @@ class Tally(NamedTuple):
     epoch_loss: float  # sum of this epoch's train losses so far, and their count
     epoch_n: int
     records: int  # metrics.jsonl records written before this point
+    wall_s: float  # training wall-clock seconds up to this point, summed over the run's starts
 
 
-FRESH = Tally([], None, 0.0, 0, 0)
+FRESH = Tally([], None, 0.0, 0, 0, 0.0)
+
+
+def restored_tally(meta: dict) -> Tally:
+    """The tally a checkpoint's `meta` holds (a field it predates takes its fresh value)."""
+    return Tally(**{k: meta.get(k, getattr(FRESH, k)) for k in Tally._fields})
 
 
 def total_steps(config: ConfigDict, steps_per_epoch: int) -> int:
@@ -240,7 +246,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
             return (fresh if fresh is not None else initial()), first_key, FRESH, None
         tr = restored.train
         state = steps.TrainState(restored.params, tr["opt_state"], tr["step"], tr["carry"])
-        tally = Tally(**{k: restored.meta[k] for k in Tally._fields})
+        tally = restored_tally(restored.meta)
         return state, jax.random.wrap_key_data(tr["rng"]), tally, restored.meta
 
     ckpts = checkpoint.Checkpoints(workdir, config, log, best=task.best)
@@ -261,7 +267,10 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         log(f"resuming from the checkpoint at {position(start, spe)} in {ckpts.root}")
     log(f"{task.describe}, {n_params:,} params; {spe:,} steps/epoch, {total:,} steps")
     progress = Progress(total, tokens_per_step=task.tokens_per_step or 0, log=log)
-    t0 = time.time()
+    # the run's clock: records' and the summary's `wall_s` count the training time before this start too, so a
+    # resumed run's times read as an uninterrupted run's (work lost to a kill and redone is counted once)
+    this_start = time.time()
+    t0 = this_start - tally.wall_s
 
     # ---- The periodic actions.
     def record(step: int, metrics: dict, force: bool) -> bool:
@@ -294,7 +303,8 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         return e.value
 
     def save(step: int, value: float | None) -> None:
-        meta = checkpoint_meta(step, task, config, total, layout.mesh.size, tally._replace(records=metrics_log.records))
+        meta = checkpoint_meta(step, task, config, total, layout.mesh.size,
+                               tally._replace(records=metrics_log.records, wall_s=time.time() - t0))
         ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, value)
 
     def nonfinite(step: int) -> int:
@@ -347,7 +357,7 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
                     ckpts.wait()
                     raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; checkpoint written "
                                     f"to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
-        train_wall = time.time() - t0
+        train_wall = time.time() - this_start
         if step < total:
             log(f"early stop at {position(step, spe)}: {task.best[0]} has not improved for {t.patience} "
                 f"evaluations (train.patience)")

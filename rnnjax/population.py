@@ -179,7 +179,7 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
         tr = restored.train
         states.append(steps.TrainState(restored.params, tr["opt_state"], tr["step"], tr["carry"]))
         keys.append(jax.random.wrap_key_data(tr["rng"]))
-        m.tally = loop.Tally(**{name: restored.meta[name] for name in loop.Tally._fields})
+        m.tally = loop.restored_tally(restored.meta)
         at.append(restored.step)
     if len(set(at)) > 1:
         where = ", ".join(f"{m.name}: step {s}" for m, s in zip(members, at))
@@ -195,7 +195,8 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
     log(f"population of {k} ({', '.join(m.name for m in members)}): {task0.describe}, {n_params:,} params each; "
         f"{spe:,} steps/epoch, {total:,} steps")
     progress = Progress(total, tokens_per_step=k * (task0.tokens_per_step or 0), log=log)
-    t0 = time.time()
+    this_start = time.time()
+    t0 = this_start - max(m.tally.wall_s for m in members)  # the group's clock, as `loop.train`'s
     summaries: dict[str, dict] = {}
 
     # ---- The periodic actions, per member.
@@ -242,7 +243,8 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
 
     def save(i: int, step: int, value: float | None) -> None:
         m = members[i]
-        meta = loop.checkpoint_meta(step, m.task, m.config, total, 1, m.tally._replace(records=m.metrics_log.records))
+        meta = loop.checkpoint_meta(step, m.task, m.config, total, 1,
+                                    m.tally._replace(records=m.metrics_log.records, wall_s=time.time() - t0))
         s = _member(state, i)
         m.ckpts.save(step, s.params, checkpoint.train_items(s, keys[i]), meta, value)
 
@@ -258,9 +260,9 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
         records, metrics = m.task.finish(_member(state.params, i), best_params, m.tally)
         m.write(records, step, t0)
         m.metrics_log.close()
-        wall = time.time() - t0
-        core = {"steps": step, "epochs": step / spe, "planned_steps": total, "num_params": n_params, "wall_s": wall,
-                **({"tokens_per_s": (step - start) * task0.tokens_per_step / max(wall, 1e-9)}
+        core = {"steps": step, "epochs": step / spe, "planned_steps": total, "num_params": n_params,
+                "wall_s": time.time() - t0,
+                **({"tokens_per_s": (step - start) * task0.tokens_per_step / max(time.time() - this_start, 1e-9)}
                    if task0.tokens_per_step else {}),
                 "num_devices": 1, "num_processes": 1,
                 "population": {"size": k, "members": [x.name for x in members], "axes": list(config.sweep.vmap_axes)}}
@@ -268,7 +270,7 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
         m.run.write_summary(summary)
         summaries[m.name] = summary
         metric, value = m.task.headline[0], summary[m.task.headline[0]]
-        m.log(f"{metric} {value:.6g} ({step:,} steps, {wall:.0f} s); wrote {m.run.file('summary.json')}")
+        m.log(f"{metric} {value:.6g} ({step:,} steps, {summary['wall_s']:.0f} s); wrote {m.run.file('summary.json')}")
 
     # ---- The loop: lockstep, metrics read one step late as in `loop.train`.
     for i, m in enumerate(members):  # stopped early before a preemption: finish now

@@ -168,7 +168,7 @@ def _timing_lines(groups: list[Group], t: Timing, unit: str, group_keys: list[st
            "them reaches it; `--target X` sets another" if t.default else "set by `--target`")
     lines = ["", f"## Time to target: {goal}", "",
              f"Target {goal} ({how}). Training tokens (step × batch_size × seq_len) and wall-clock "
-             f"seconds (that evaluation record's `wall_s`, counted from the run's last start) at the first "
+             f"seconds (that evaluation record's `wall_s`: training time summed over the run's starts) at the first "
              f"validation at or below it; mean over the group's runs, diverged ones included.", "",
              "| " + " | ".join([names[k] for k in group_keys] + [f"tokens to {goal}", f"seconds to {goal}"]) + " |",
              "|" + "---|" * (len(group_keys) + 2)]

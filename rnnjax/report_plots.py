@@ -85,7 +85,7 @@ def curves(series: list[Series], unit: str, path: Path) -> Path:
                 ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15, lw=0)
     axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 40k, 1.2M
     axes[0].set_xlabel("training tokens (step × batch size × sequence length)")
-    axes[1].set_xlabel("wall-clock seconds (since the run's last start)")
+    axes[1].set_xlabel("wall-clock seconds of training (summed over the run's starts)")
     axes[0].set_ylabel(f"validation {name}")
     for ax in axes:
         ax.grid(alpha=0.3)

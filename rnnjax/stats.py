@@ -183,7 +183,7 @@ def to_unit(loss: float, unit: str) -> float:
 class Point(NamedTuple):
     step: int
     value: float  # in the curve's unit
-    wall_s: float | None  # seconds since the (last) start of the run, when the record has it
+    wall_s: float | None  # training seconds up to the record (summed over the run's starts), when it has it
 
 
 def curve(records: Iterable[dict], unit: str, split: str = "valid") -> list[Point]:
@@ -209,8 +209,7 @@ def time_to_target(records: Iterable[dict], target: float, tokens_per_step: int,
     """The first validation evaluation at or below `target` (lower is better, float rounding of the
     loss -> perplexity conversion aside: a relative 1e-9); None if there is none.
 
-    `wall_s` is the record's, seconds since the process that wrote it started: for a run
-    resumed from a checkpoint it counts from the resume, not from step 0.
+    `wall_s` is the record's: training seconds up to it, summed over the run's starts.
     """
     for p in curve(records, unit):
         if p.value <= target * (1 + 1e-9):

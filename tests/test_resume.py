@@ -2,7 +2,7 @@
 
 Each run is a subprocess driven by DRIVER, which kills its own process at a chosen
 point: after the host has read step K's metrics and saves in flight have committed
-(`kill`, `term`), or inside Orbax's commit of the step-K checkpoint, after its files
+(`kill`, `term`; `jumpkill` also moves the clock 1,000 s ahead at step 1), or inside Orbax's commit of the step-K checkpoint, after its files
 are written but before the rename, while training goes on (`save`). The final parameters, every metrics.jsonl record and summary.json of the
 pieced-together run must equal those of an uninterrupted run exactly (timings aside).
 """
@@ -33,15 +33,18 @@ from rnnjax import cli, progress
 
 mode, at = sys.argv[1], int(sys.argv[2])
 checkpoints = pathlib.Path(sys.argv[sys.argv.index("--workdir") + 1]) / "checkpoints"
-if mode in ("kill", "term"):
-    update = progress.Progress.update
+if mode in ("kill", "term", "jumpkill"):
+    update, clock, ahead = progress.Progress.update, time.time, [0.0]
+    time.time = lambda: clock() + ahead[0]
 
     def killing_update(self, step):
         update(self, step)
+        if step == 1 and mode == "jumpkill":
+            ahead[0] = 1000.0
         if step == at:
             while any(checkpoints.glob("*tmp*")):  # let saves in flight commit: a known resume point
                 time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM if mode == "term" else signal.SIGKILL)
 
     progress.Progress.update = killing_update
 elif mode == "save":
@@ -134,8 +137,15 @@ def test_random_sampling_with_dropout_resumes_across_the_epoch_boundary(tmp_path
     ref = tmp_path / "ref"
     assert run(compile_cache, ref, **settings).returncode == 0
     work = tmp_path / "work"
-    assert killed(run(compile_cache, work, "kill", 30, **settings))  # only the end-of-epoch checkpoint (24) exists
+    # only the end-of-epoch checkpoint (24) exists; the first start's clock jumps 1,000 s, a long first stretch
+    assert killed(run(compile_cache, work, "jumpkill", 30, **settings))
     proc = run(compile_cache, work, **settings)
     assert proc.returncode == 0, proc.stderr
     assert "resuming from the checkpoint at step 24 (end of epoch 1)" in proc.stdout
     assert_same(outcome(work), outcome(ref))
+    # the resumed run's clock goes on from the checkpoint's: wall_s counts the first stretch too
+    walls = [(r["step"], r["wall_s"]) for r in read_metrics(work / "metrics.jsonl") if "wall_s" in r]
+    assert walls[0][0] == 24 and walls[0][1] >= 1000 and walls[-1][0] == 48
+    assert all(b[1] >= a[1] for a, b in zip(walls, walls[1:])), walls
+    summary = json.loads((work / "summary.json").read_text())
+    assert walls[-1][1] <= summary["wall_s"] < walls[0][1] + 300
