@@ -200,6 +200,21 @@ def checkpoint_meta(step: int, task: Task, config: ConfigDict, total: int, num_d
             "num_devices": num_devices, "config": config.to_dict(), **task.identity, **tally._asdict()}
 
 
+def evaluation_records(records: dict, step: int, steps_per_epoch: int, wall_s: float) -> list[dict]:
+    """The metrics.jsonl records of one evaluation (`Evaluation.records`, or a task's final ones): one
+    per split, stamped with the run's clock."""
+    return [{"step": step, "epoch": step / steps_per_epoch, "split": split, **values, "wall_s": wall_s}
+            for split, values in records.items()]
+
+
+def summary_core(step: int, total: int, steps_per_epoch: int, n_params: int, wall_s: float,
+                 tokens_per_s: float | None, num_devices: int) -> dict:
+    """The fields of summary.json that every task's run has (`tokens_per_s` None: a task of whole examples)."""
+    return {"steps": step, "epochs": step / steps_per_epoch, "planned_steps": total, "num_params": n_params,
+            "wall_s": wall_s, **({} if tokens_per_s is None else {"tokens_per_s": tokens_per_s}),
+            "num_devices": num_devices, "num_processes": jax.process_count()}
+
+
 def train_record(step: int, steps_per_epoch: int, metrics: dict, tokens_per_s: float | None) -> dict:
     """A metrics.jsonl train record from one step's metrics (on the host); tokens_per_s None: a task
     of whole examples."""
@@ -288,9 +303,8 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         return True
 
     def write(records: dict, step: int) -> None:
-        for split, values in records.items():
-            metrics_log.write({"step": step, "epoch": step / spe, "split": split, **values,
-                               "wall_s": time.time() - t0})
+        for rec in evaluation_records(records, step, spe, time.time() - t0):
+            metrics_log.write(rec)
 
     def evaluate(step: int) -> float | None:
         nonlocal tally
@@ -374,9 +388,6 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         ckpts.close()
     write(records, step)
     metrics_log.close()
-    core = {"steps": step, "epochs": step / spe, "planned_steps": total, "num_params": n_params,
-            "wall_s": time.time() - t0,
-            **({"tokens_per_s": (step - start) * task.tokens_per_step / max(train_wall, 1e-9)}
-               if task.tokens_per_step else {}),
-            "num_devices": layout.mesh.size, "num_processes": jax.process_count()}
+    tokens_per_s = (step - start) * task.tokens_per_step / max(train_wall, 1e-9) if task.tokens_per_step else None
+    core = summary_core(step, total, spe, n_params, time.time() - t0, tokens_per_s, layout.mesh.size)
     return make_summary(task.name, *task.headline, core, metrics)

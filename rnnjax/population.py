@@ -108,11 +108,9 @@ class Member:
         self.active = True
         self.init_key, self.first_key = jax.random.split(jax.random.key(run.config.seed))  # as `loop.train` splits
 
-    def write(self, records: dict, step: int, t0: float) -> None:
-        spe = self.task.steps_per_epoch
-        for split, values in records.items():
-            self.metrics_log.write({"step": step, "epoch": step / spe, "split": split, **values,
-                                    "wall_s": time.time() - t0})
+    def write(self, records: dict, step: int, wall_s: float) -> None:
+        for rec in loop.evaluation_records(records, step, self.task.steps_per_epoch, wall_s):
+            self.metrics_log.write(rec)
 
 
 def member_log(name: str, log: Callable[[str], None]) -> Callable[[str], None]:
@@ -235,7 +233,7 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
         started = time.time()
         e = m.task.evaluate(_member(state.params, i), step, m.tally.epoch_loss / max(m.tally.epoch_n, 1))
         progress.exclude(time.time() - started)
-        m.write(e.records, step, t0)
+        m.write(e.records, step, time.time() - t0)
         m.tally = m.tally._replace(history=m.tally.history + ([e.value] if e.value is not None else []),
                                    last=e.records)
         m.log(e.message)
@@ -258,13 +256,11 @@ def _train(members: list[Member], log: Callable[[str], None]) -> dict[str, dict]
             return m.ckpts.restore_params(best, template[0])[0], best
 
         records, metrics = m.task.finish(_member(state.params, i), best_params, m.tally)
-        m.write(records, step, t0)
+        m.write(records, step, time.time() - t0)
         m.metrics_log.close()
-        core = {"steps": step, "epochs": step / spe, "planned_steps": total, "num_params": n_params,
-                "wall_s": time.time() - t0,
-                **({"tokens_per_s": (step - start) * task0.tokens_per_step / max(time.time() - this_start, 1e-9)}
-                   if task0.tokens_per_step else {}),
-                "num_devices": 1, "num_processes": 1,
+        tokens_per_s = ((step - start) * task0.tokens_per_step / max(time.time() - this_start, 1e-9)
+                        if task0.tokens_per_step else None)
+        core = {**loop.summary_core(step, total, spe, n_params, time.time() - t0, tokens_per_s, 1),
                 "population": {"size": k, "members": [x.name for x in members], "axes": list(config.sweep.vmap_axes)}}
         summary = make_summary(m.task.name, *m.task.headline, core, metrics)
         m.run.write_summary(summary)
