@@ -1,18 +1,21 @@
-"""The one host loop that trains every task: restore or initialise, step, log, evaluate, checkpoint.
+"""The one host loop that trains every run: restore or initialise, step, log, evaluate, checkpoint.
 
-    state = restore_or_init()
+    state = restore()                            # every member from its newest checkpoint, or fresh
     for step in range(start, total_steps):      # as a while loop, so a rollback can move it back
-        state, metrics = train_step(state, batch(step), key)
-        log / evaluate / checkpoint when each is due (see `Due`)
+        state, metrics = program.step(state, batch(step), keys)
+        log / evaluate / checkpoint each member when due (see `Due`); finish a member when done
 
 A task (`Task`: the language model, sine, echo, sentiment; see `rnnjax.tasks`) supplies its
-model, objective, batches and evaluation; everything else is here. Metrics are read one step
-late, so the host never waits for the device except when an action is due. Periodic actions: a train record every `train.log_every` steps; validation
-every `eval.every_epochs` epochs and `eval.every_steps` steps; a checkpoint at every
-validation and epoch end, every `checkpoint.every_steps` steps, when
-`checkpoint.every_secs` have passed, and on SIGTERM / SIGINT (then the loop stops). With
-`train.patience` the loop also stops once that many evaluations in a row have not improved on
-the best one before them (early stopping; `stalled`).
+model, objective, batches and evaluation; everything else is here. The loop trains a list of
+`Member`s (a run directory and its task) in lockstep through a `Program`: one run (`single`,
+data-parallel over the mesh; `train`) or a population of sweep points vmapped into one program
+(`rnnjax.population`). Each member gets the files, checkpoints and summary its run would get
+alone. Metrics are read one step late, so the host never waits for the device except when an
+action is due. Periodic actions: a train record every `train.log_every` steps; validation every
+`eval.every_epochs` epochs and `eval.every_steps` steps; a checkpoint at every validation and
+epoch end, every `checkpoint.every_steps` steps, when `checkpoint.every_secs` have passed, and on
+SIGTERM / SIGINT (then the loop stops). With `train.patience` a member also stops once that many
+evaluations in a row have not improved on the best one before them (early stopping; `stalled`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from rnnjax import checkpoint, optim, parallel, steps
 from rnnjax.config import ConfigDict, resume_changes
@@ -224,170 +228,306 @@ def train_record(step: int, steps_per_epoch: int, metrics: dict, tokens_per_s: f
             "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"])}
 
 
-def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] = print) -> dict:
-    """Train `task` in the claimed `run`, resuming from its newest good checkpoint if any; return its summary.
+class Member:
+    """One run the loop trains: its run directory, task and config, checkpoints, metrics writer, tally, log."""
 
-    Writes metrics.jsonl and checkpoints/ (the caller writes summary.json). A resumed run
-    ends bit-identical to an uninterrupted one (same machine and device count). Raises
-    `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and `NonFiniteLoss`
-    on a non-finite loss when `train.on_nonfinite` is "stop".
-    """
-    # ---- Plan: sizes, optimizer, steps.
-    workdir, t, spe = run.path, config.train, task.steps_per_epoch
+    def __init__(self, run: Run, task: Task, config: ConfigDict, log: Callable[[str], None]):
+        self.run, self.task, self.config, self.log = run, task, config, log
+        self.name = run.path.name
+        self.ckpts = checkpoint.Checkpoints(run.path, config, log, best=task.best)
+        self.tally = FRESH
+        self.metrics_log = None
+        self.active = True  # False once finished or stopped on a non-finite loss
+        self.failure: str | None = None  # why it stopped, when it stopped on a non-finite loss
+        self.init_key, self.first_key = jax.random.split(jax.random.key(config.seed))
+
+    def write(self, records: dict, step: int, wall_s: float) -> None:
+        for rec in evaluation_records(records, step, self.task.steps_per_epoch, wall_s):
+            self.metrics_log.write(rec)
+
+    def close(self) -> None:
+        self.ckpts.close()
+        if self.metrics_log is not None:
+            self.metrics_log.close()
+
+
+class Program(NamedTuple):
+    """How the loop's arrays hold its members: one run (`single`, on a data-parallel mesh) or a
+    population (`rnnjax.population.program`, a leading member axis on every array)."""
+
+    step: Callable  # (state, batch, keys, active) -> (state, metrics); `active`: a bool per member
+    initial: Callable[[Member], steps.TrainState]  # a member's fresh state, placed
+    key: Callable[[jax.Array], jax.Array]  # a member's step key, placed
+    stack: Callable[[list], Any]  # the members' trees -> the program's
+    member: Callable[[Any, int], Any]  # member i's part of a program tree, as placed (what it checkpoints)
+    local: Callable[[Any, int], Any]  # member i's part on this host's first device (what it evaluates)
+    batch: Callable[[int, int], Any]  # (epoch, index) -> the step's batch, placed
+    fresh_carry: Callable[[], Any]  # the program's carry at a sequence start
+    num_devices: int
+    summary: dict  # fields every member's summary.json adds
+
+
+def single(task: Task, config: ConfigDict) -> Program:
+    """One run's program: the jitted `steps.make_step`, data-parallel over `parallel.num_devices`."""
+    spe, batch_size = task.steps_per_epoch, config.train.batch_size
     total = total_steps(config, spe)
     lr_schedule = optim.schedule(config, spe, total)
     opt = optim.optimizer(config, lr_schedule)
     train_step = steps.make_step(task.objective, opt, lr_schedule)
     layout = parallel.make_layout(config)
-    new_carry = parallel.carry_maker(layout, task.model.initial_carry)
-    main = parallel.is_main_process()  # only process 0 writes files and logs
-    log = log if main else (lambda _: None)
+    return Program(
+        step=lambda state, batch, key, active: train_step(state, batch, key),
+        initial=lambda m: parallel.place_state(layout, steps.init_state(m.task.model, opt, m.init_key, batch_size)),
+        key=lambda key: parallel.replicate(layout, key),  # so a restored key lands on the mesh too
+        stack=lambda trees: trees[0],
+        member=lambda tree, i: tree,
+        local=lambda tree, i: parallel.local_copy(tree),
+        batch=lambda epoch, index: parallel.place_batch(layout, lambda rows: task.batch(epoch, index, rows)),
+        fresh_carry=parallel.carry_maker(layout, task.model.initial_carry),
+        num_devices=layout.mesh.size,
+        summary={},
+    )
 
-    # ---- Restore the newest good checkpoint, or initialise.
-    init_key, first_key = jax.random.split(jax.random.key(config.seed))
-    first_key = parallel.replicate(layout, first_key)  # so a restored key lands on the mesh too
 
-    def initial() -> steps.TrainState:
-        return parallel.place_state(layout, steps.init_state(task.model, opt, init_key, t.batch_size))
+def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] = print) -> dict:
+    """Train `task` in the claimed `run`, resuming from its newest good checkpoint if any; write
+    and return its summary.
 
-    check = resume_check(task, config, total, workdir)
-    fresh = initial()
-    template = (abstract(fresh.params), abstract(checkpoint.train_items(fresh, first_key)))
-    n_params = num_params(fresh.params)
+    A resumed run ends bit-identical to an uninterrupted one (same machine and device count).
+    Raises `Preempted` after SIGTERM / SIGINT (a checkpoint is written first) and `NonFiniteLoss`
+    on a non-finite loss when `train.on_nonfinite` is "stop".
+    """
+    log = log if parallel.is_main_process() else (lambda _: None)  # only process 0 writes files and logs
+    program = single(task, config)
+    member = Member(run, task, config, log)
+    try:
+        return train_members([member], program, log)[member.name]
+    finally:
+        member.close()
 
-    def restore_or_init(fresh: steps.TrainState | None = None) -> tuple[steps.TrainState, jax.Array, Tally, dict | None]:
-        restored = ckpts.restore_latest(*template, check=check)
+
+def restore(members: list[Member], program: Program, template: tuple, total: int
+            ) -> tuple[steps.TrainState, jax.Array, int, list[dict | None]]:
+    """(state, keys, step, each member's checkpoint meta or None): every member from the newest step
+    all of them hold, or fresh; sets each member's tally. A DataError when they resume from
+    different steps (a newer checkpoint of one of them failed to read)."""
+    for m in members:
+        m.ckpts.wait()
+    newest = [max(m.ckpts.steps(), default=None) for m in members]
+    common = None if None in newest else min(newest)  # a member without checkpoints: all start afresh
+    states, keys, at, metas = [], [], [], []
+    for m in members:
+        restored = None if common is None else m.ckpts.restore_latest(
+            *template, check=resume_check(m.task, m.config, total, m.run.path), up_to=common)
         if restored is None:
-            return (fresh if fresh is not None else initial()), first_key, FRESH, None
-        tr = restored.train
-        state = steps.TrainState(restored.params, tr["opt_state"], tr["step"], tr["carry"])
-        tally = restored_tally(restored.meta)
-        return state, jax.random.wrap_key_data(tr["rng"]), tally, restored.meta
+            states.append(program.initial(m))
+            keys.append(program.key(m.first_key))
+            m.tally, meta, step = FRESH, None, 0
+        else:
+            tr = restored.train
+            states.append(steps.TrainState(restored.params, tr["opt_state"], tr["step"], tr["carry"]))
+            keys.append(jax.random.wrap_key_data(tr["rng"]))
+            m.tally, meta, step = restored_tally(restored.meta), restored.meta, restored.step
+        at.append(step)
+        metas.append(meta)
+    if len(set(at)) > 1:
+        where = ", ".join(f"{m.name}: step {s}" for m, s in zip(members, at))
+        raise DataError(f"population members resume from different steps ({where}); continue them one by one "
+                        f"with rnnjax train --workdir DIR, or move their checkpoints away to start over")
+    return program.stack(states), program.stack(keys), at[0], metas
 
-    ckpts = checkpoint.Checkpoints(workdir, config, log, best=task.best)
-    try:  # from here on the manager's threads are closed on every way out (the loop's `finally` below)
-        state, step_key, tally, meta = restore_or_init(fresh)
-        metrics_log = run.metrics(keep=tally.records)
-    except BaseException:
-        ckpts.close()
-        raise
-    del fresh  # donated to the first step
-    start = int(state.step)
-    if meta is not None:
-        if meta["num_devices"] != layout.mesh.size:
-            log(f"warning: the checkpoint was written on {meta['num_devices']} device(s), this run uses "
-                f"{layout.mesh.size}: results match an uninterrupted run to float rounding, not bit for bit")
+
+def train_members(members: list[Member], program: Program, log: Callable[[str], None]) -> dict[str, dict]:
+    """Train `members` in lockstep through `program`; write each one's summary.json as it finishes;
+    return the summaries by member name (a member stopped on a non-finite loss has none).
+
+    Raises `NonFiniteLoss` when every member stopped on one, `Preempted` after a stop signal.
+    """
+    # ---- Plan: sizes, the state template.
+    first, k = members[0], len(members)
+    config, task0 = first.config, first.task
+    t, spe = config.train, task0.steps_per_epoch
+    total = total_steps(config, spe)
+    fresh = program.initial(first)
+    template = (abstract(fresh.params), abstract(checkpoint.train_items(fresh, program.key(first.first_key))))
+    n_params = num_params(fresh.params)
+    del fresh
+
+    # ---- Restore the newest checkpoint every member holds, or initialise.
+    state, keys, start, metas = restore(members, program, template, total)
+    for m, meta in zip(members, metas):
+        m.metrics_log = m.run.metrics(keep=m.tally.records)
+        if meta is None:
+            continue
+        if meta["num_devices"] != program.num_devices:
+            m.log(f"warning: the checkpoint was written on {meta['num_devices']} device(s), this run uses "
+                  f"{program.num_devices}: results match an uninterrupted run to float rounding, not bit for bit")
         if t.schedule in ("cosine", "warmup_cosine") and meta["total_steps"] != total:
-            log(f"warning: the {t.schedule} schedule now spans {total:,} steps instead of {meta['total_steps']:,}")
-        log(f"resuming from the checkpoint at {position(start, spe)} in {ckpts.root}")
-    log(f"{task.describe}, {n_params:,} params; {spe:,} steps/epoch, {total:,} steps")
-    progress = Progress(total, tokens_per_step=task.tokens_per_step or 0, log=log)
+            m.log(f"warning: the {t.schedule} schedule now spans {total:,} steps instead of {meta['total_steps']:,}")
+    group = "" if k == 1 else f"population of {k} ({', '.join(m.name for m in members)}): "
+    if start:
+        log(f"{group}resuming from the checkpoint{'s' if k > 1 else ''} at {position(start, spe)}"
+            f"{f' in {first.ckpts.root}' if k == 1 else ''}")
+    log(f"{group}{task0.describe}, {n_params:,} params{' each' if k > 1 else ''}; {spe:,} steps/epoch, "
+        f"{total:,} steps")
+    tokens = task0.tokens_per_step is not None
+    progress = Progress(total, tokens_per_step=k * (task0.tokens_per_step or 0), log=log)
     # the run's clock: records' and the summary's `wall_s` count the training time before this start too, so a
     # resumed run's times read as an uninterrupted run's (work lost to a kill and redone is counted once)
     this_start = time.time()
-    t0 = this_start - tally.wall_s
+    t0 = this_start - max(m.tally.wall_s for m in members)
+    summaries: dict[str, dict] = {}
 
-    # ---- The periodic actions.
-    def record(step: int, metrics: dict, force: bool) -> bool:
-        """Read step `step`'s metrics on the host: tally, progress, a train record; False if not finite."""
-        nonlocal tally
-        m = jax.device_get(metrics)
-        if not m["finite"]:
-            return False
-        tally = tally._replace(epoch_loss=tally.epoch_loss + float(m["loss"]), epoch_n=tally.epoch_n + 1)
+    # ---- The periodic actions, per member.
+    def record(step: int, metrics: dict, force: bool) -> int | None:
+        """Read step `step`'s metrics on the host: tallies, progress, train records. A non-finite
+        member stops, or rolls back (returned: the step to go on from)."""
+        host = jax.device_get(metrics)
         progress.update(step)
-        if step % t.log_every == 0 or force:
-            entry = train_record(step, spe, m, progress.tokens_per_s() if task.tokens_per_step else None)
-            metrics_log.write(entry)
-            progress.report(entry)
-        return True
+        write = step % t.log_every == 0 or force
+        for i, m in enumerate(members):
+            if not m.active:
+                continue
+            mm = program.member(host, i)
+            if not mm["finite"]:
+                back = nonfinite(i, step)
+                if back is not None:
+                    return back
+                continue
+            m.tally = m.tally._replace(epoch_loss=m.tally.epoch_loss + float(mm["loss"]), epoch_n=m.tally.epoch_n + 1)
+            if write:
+                m.metrics_log.write(train_record(step, spe, mm, progress.tokens_per_s() / k if tokens else None))
+        live = [program.member(host, i) for i, m in enumerate(members) if m.active]
+        if write and live:  # the progress line: the mean over live members
+            mean = jax.tree.map(lambda *xs: sum(map(float, xs)) / len(xs), *live)
+            progress.report(train_record(step, spe, mean, progress.tokens_per_s() if tokens else None))
+        return None
 
-    def write(records: dict, step: int) -> None:
-        for rec in evaluation_records(records, step, spe, time.time() - t0):
-            metrics_log.write(rec)
-
-    def evaluate(step: int) -> float | None:
-        nonlocal tally
-        started = time.time()
-        e = task.evaluate(parallel.local_copy(state.params), step, tally.epoch_loss / max(tally.epoch_n, 1))
-        progress.exclude(time.time() - started)  # tokens/s and the ETA count training time only
-        write(e.records, step)
-        tally = tally._replace(history=tally.history + ([e.value] if e.value is not None else []), last=e.records)
-        log(e.message)
-        return e.value
-
-    def save(step: int, value: float | None) -> None:
-        meta = checkpoint_meta(step, task, config, total, layout.mesh.size,
-                               tally._replace(records=metrics_log.records, wall_s=time.time() - t0))
-        ckpts.save(step, state.params, checkpoint.train_items(state, step_key), meta, value)
-
-    def nonfinite(step: int) -> int:
-        """Stop, or roll back to the newest checkpoint with the learning rate halved; the step to go on from."""
-        nonlocal state, step_key, tally, metrics_log
-        scale = float(optim.lr_scale(state.opt_state)) / 2
+    def nonfinite(i: int, step: int) -> int | None:
+        """Stop member i; or, with train.on_nonfinite=rollback (a single run), roll back to the newest
+        checkpoint with the learning rate halved and return the step to go on from."""
+        nonlocal state, keys
+        m = members[i]
+        scale = float(optim.lr_scale(program.member(state.opt_state, i))) / 2
         if t.on_nonfinite == "stop" or scale < 5e-4:
-            ckpts.wait()
-            last = ckpts.steps()
-            metrics_log.close()
-            raise NonFiniteLoss(f"non-finite loss or gradient at {position(step, spe)}; stopped, the last good "
-                                f"checkpoint is step {last[-1] if last else 'none'} (train.on_nonfinite=rollback "
-                                f"restores it with the learning rate halved)")
-        metrics_log.close()
-        state, step_key, tally, _ = restore_or_init()
+            m.active = False
+            m.ckpts.wait()
+            last = m.ckpts.steps()
+            m.failure = (f"non-finite loss or gradient at {position(step, spe)}; stopped, the last good checkpoint "
+                         f"is step {last[-1] if last else 'none'}")
+            if k == 1:
+                m.failure += " (train.on_nonfinite=rollback restores it with the learning rate halved)"
+            else:
+                m.log(f"rnnjax: error: {m.failure}; the other members go on")
+            return None
+        m.metrics_log.close()
+        state, keys, back, _ = restore(members, program, template, total)
         state = state._replace(opt_state=optim.with_lr_scale(state.opt_state, scale))
-        metrics_log = run.metrics(keep=tally.records)
-        back = int(state.step)
-        metrics_log.write({"step": back, "epoch": back / spe, "event": "rollback", "nonfinite_step": step,
-                           "lr_scale": scale})
-        log(f"non-finite loss at step {step:,}: rolled back to step {back:,}, learning rate x{scale:g}")
+        m.metrics_log = m.run.metrics(keep=m.tally.records)
+        m.metrics_log.write({"step": back, "epoch": back / spe, "event": "rollback", "nonfinite_step": step,
+                             "lr_scale": scale})
+        m.log(f"non-finite loss at step {step:,}: rolled back to step {back:,}, learning rate x{scale:g}")
         return back
 
-    # ---- The loop.
-    step, pending = start, None  # pending: the step in flight, read one step later (keeps dispatch async)
-    try:
-        with StopSignals() as stop:
-            while step < total and not stalled(tally.history, t.patience, task.best[1]):
-                epoch, index = divmod(step, spe)
-                if task.fresh_carry(index):
-                    state = state._replace(carry=new_carry())
-                batch = parallel.place_batch(layout, lambda rows: task.batch(epoch, index, rows))
-                state, metrics = train_step(state, batch, step_key)
-                previous, pending, step = pending, (step + 1, metrics), step + 1
-                if previous is not None and not record(*previous, force=False):
-                    step, pending = nonfinite(previous[0]), None
-                    continue
-                now = due(step, total, spe, config, ckpts, stop.received)
-                if not now.save:
-                    continue
-                pending = None
-                if not record(step, metrics, force=now.force_log):
-                    step = nonfinite(step)
-                    continue
-                value = evaluate(step) if now.eval else None
-                if step % spe == 0:
-                    tally = tally._replace(epoch_loss=0.0, epoch_n=0)
-                save(step, value)
-                if now.stop:
-                    ckpts.wait()
-                    raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; checkpoint written "
-                                    f"to {ckpts.root}. Resume with: rnnjax train --workdir {workdir}")
-        train_wall = time.time() - this_start
-        if step < total:
-            log(f"early stop at {position(step, spe)}: {task.best[0]} has not improved for {t.patience} "
-                f"evaluations (train.patience)")
+    def evaluate(i: int, step: int) -> float | None:
+        m = members[i]
+        started = time.time()
+        e = m.task.evaluate(program.local(state.params, i), step, m.tally.epoch_loss / max(m.tally.epoch_n, 1))
+        progress.exclude(time.time() - started)  # tokens/s and the ETA count training time only
+        m.write(e.records, step, time.time() - t0)
+        m.tally = m.tally._replace(history=m.tally.history + ([e.value] if e.value is not None else []),
+                                   last=e.records)
+        m.log(e.message)
+        return e.value
 
-        # ---- The task's final evaluation, and the summary.
+    def save(i: int, step: int, value: float | None) -> None:
+        m = members[i]
+        meta = checkpoint_meta(step, m.task, m.config, total, program.num_devices,
+                               m.tally._replace(records=m.metrics_log.records, wall_s=time.time() - t0))
+        s = program.member(state, i)
+        m.ckpts.save(step, s.params, checkpoint.train_items(s, program.member(keys, i)), meta, value)
+
+    def finish(i: int, step: int) -> None:
+        """Member i's final evaluation (its task's `finish`) and summary.json."""
+        m = members[i]
+        m.active = False
+        train_wall = time.time() - this_start
+
         def best_params() -> tuple[Any, int]:
             """The kept-best checkpoint's parameters (on this host) and its step."""
-            ckpts.wait()
-            step = ckpts.select("best")
-            return parallel.local_copy(ckpts.restore_params(step, template[0])[0]), step
+            m.ckpts.wait()
+            best = m.ckpts.select("best")
+            return parallel.local_copy(m.ckpts.restore_params(best, template[0])[0]), best
 
-        records, metrics = task.finish(parallel.local_copy(state.params), best_params, tally)
-    finally:
-        ckpts.close()
-    write(records, step)
-    metrics_log.close()
-    tokens_per_s = (step - start) * task.tokens_per_step / max(train_wall, 1e-9) if task.tokens_per_step else None
-    core = summary_core(step, total, spe, n_params, time.time() - t0, tokens_per_s, layout.mesh.size)
-    return make_summary(task.name, *task.headline, core, metrics)
+        records, metrics = m.task.finish(program.local(state.params, i), best_params, m.tally)
+        m.write(records, step, time.time() - t0)
+        m.metrics_log.close()
+        m.ckpts.wait()  # summary.json marks the run done: only after its last checkpoint is whole
+        tokens_per_s = (step - start) * m.task.tokens_per_step / max(train_wall, 1e-9) if tokens else None
+        core = {**summary_core(step, total, spe, n_params, time.time() - t0, tokens_per_s, program.num_devices),
+                **program.summary}
+        summary = make_summary(m.task.name, *m.task.headline, core, metrics)
+        m.run.write_summary(summary)
+        summaries[m.name] = summary
+        metric, value = m.task.headline[0], summary[m.task.headline[0]]
+        m.log(f"{metric} {value:.6g} ({step:,} steps, {summary['wall_s']:.0f} s); wrote {m.run.file('summary.json')}")
+
+    def early_stop(i: int, step: int) -> bool:
+        m = members[i]
+        if not stalled(m.tally.history, t.patience, m.task.best[1]):
+            return False
+        m.log(f"early stop at {position(step, spe)}: {m.task.best[0]} has not improved for {t.patience} "
+              f"evaluations (train.patience)")
+        return True
+
+    # ---- The loop: members in lockstep, metrics read one step late (keeps dispatch async).
+    for i in range(k):  # stopped early before a preemption: finish now
+        if early_stop(i, start):
+            finish(i, start)
+    step, pending, live, active = start, None, None, None
+    with StopSignals() as stop:
+        while step < total and any(m.active for m in members):
+            epoch, index = divmod(step, spe)
+            if task0.fresh_carry(index):
+                state = state._replace(carry=program.fresh_carry())
+            if tuple(m.active for m in members) != live:  # changes when a member stops or finishes
+                live = tuple(m.active for m in members)
+                active = jnp.asarray(live)
+            state, metrics = program.step(state, program.batch(epoch, index), keys, active)
+            previous, pending, step = pending, (step + 1, metrics), step + 1
+            if previous is not None and (back := record(*previous, force=False)) is not None:
+                step, pending = back, None
+                continue
+            now = due(step, total, spe, config, first.ckpts, stop.received)
+            if not now.save:
+                continue
+            pending = None
+            if (back := record(step, metrics, force=now.force_log)) is not None:
+                step = back
+                continue
+            for i, m in enumerate(members):
+                if not m.active:
+                    continue
+                value = evaluate(i, step) if now.eval else None
+                if step % spe == 0:
+                    m.tally = m.tally._replace(epoch_loss=0.0, epoch_n=0)
+                save(i, step, value)
+                if not now.stop and early_stop(i, step):
+                    finish(i, step)
+            if now.stop:
+                for m in members:
+                    m.ckpts.wait()
+                where = (f"checkpoint written to {first.ckpts.root}. Resume with: rnnjax train --workdir "
+                         f"{first.run.path}" if k == 1 else
+                         "checkpoints written for every member. Resume with the same rnnjax sweep command")
+                raise Preempted(f"stopped by {stop.received} at {position(step, spe)}; {where}")
+
+    # ---- Each member's final evaluation and summary.
+    for i, m in enumerate(members):
+        if m.active:
+            finish(i, step)
+    failed = [m for m in members if m.failure]
+    if failed and not summaries:
+        raise NonFiniteLoss(failed[0].failure if k == 1 else
+                            f"every member of the population stopped on a non-finite loss: {failed[0].failure}")
+    return summaries

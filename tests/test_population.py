@@ -2,7 +2,8 @@
 
 Each member equals the same point trained alone (float tolerance); a preempted population, even
 one whose members' newest checkpoints differ, resumes bit-identically; a non-finite member stops
-alone; the launcher routes each member's output to its own train.log.
+alone, and a population whose every member does fails with one line; the launcher routes each
+member's output to its own train.log.
 """
 
 from __future__ import annotations
@@ -163,6 +164,16 @@ def test_a_nonfinite_member_stops_alone(tmp_path, capsys):
     assert cli.main(["train", "--config", spec, "--workdir", str(solo), "--config.seed=0",
                      "--config.train.learning_rate=0.1"]) == 0
     np.testing.assert_allclose(train_losses(tmp_path / "pop" / good), train_losses(solo), rtol=2e-4)
+
+
+def test_a_population_whose_every_member_is_nonfinite_fails_with_one_line(tmp_path, capsys):
+    spec = write_sweep(tmp_path, seeds=(0,), lrs=(3e38, 1e38), optimizer="sgd")
+    names = [p.name for p in points(spec)]
+    assert train_population(spec, tmp_path / "pop", names) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("rnnjax: error: every member of the population stopped on a "
+                                                    "non-finite loss: non-finite loss or gradient at step")
+    assert all(rundir.read_summary(tmp_path / "pop" / n) is None for n in names)
 
 
 def test_members_that_cannot_share_a_program_are_refused(tmp_path, capsys):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from rnnjax import loop
-from rnnjax.records import headline
-from rnnjax.rundir import SUMMARY, Run
+from rnnjax.rundir import Run
 from rnnjax.tasks import echo, lm, sentiment, sine
 
 TASKS: dict[str, Callable[..., loop.Task]] = {"lm": lm.make, "sine": sine.make, "echo": echo.make,
@@ -26,10 +25,4 @@ TASKS: dict[str, Callable[..., loop.Task]] = {"lm": lm.make, "sine": sine.make, 
 
 def run(run: Run, data_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Train `run.config.task` in the claimed run directory; returns (and writes) its summary."""
-    task = TASKS[run.config.task](run.config, run, data_dir, log)
-    summary = loop.train(task, run.config, run, log)
-    run.write_summary(summary)
-    metric, value = headline(summary)
-    log(f"{metric} {value:.6g} ({summary['steps']:,} steps, {summary['wall_s']:.0f} s); "
-        f"wrote {run.file(SUMMARY)}")
-    return summary
+    return loop.train(TASKS[run.config.task](run.config, run, data_dir, log), run.config, run, log)
