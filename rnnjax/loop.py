@@ -204,13 +204,6 @@ def checkpoint_meta(step: int, task: Task, config: ConfigDict, total: int, num_d
             "num_devices": num_devices, "config": config.to_dict(), **task.identity, **tally._asdict()}
 
 
-def evaluation_records(records: dict, step: int, steps_per_epoch: int, wall_s: float) -> list[dict]:
-    """The metrics.jsonl records of one evaluation (`Evaluation.records`, or a task's final ones): one
-    per split, stamped with the run's clock."""
-    return [{"step": step, "epoch": step / steps_per_epoch, "split": split, **values, "wall_s": wall_s}
-            for split, values in records.items()]
-
-
 def summary_core(step: int, total: int, steps_per_epoch: int, n_params: int, wall_s: float,
                  tokens_per_s: float | None, num_devices: int) -> dict:
     """The fields of summary.json that every task's run has (`tokens_per_s` None: a task of whole examples)."""
@@ -242,8 +235,11 @@ class Member:
         self.init_key, self.first_key = jax.random.split(jax.random.key(config.seed))
 
     def write(self, records: dict, step: int, wall_s: float) -> None:
-        for rec in evaluation_records(records, step, self.task.steps_per_epoch, wall_s):
-            self.metrics_log.write(rec)
+        """An evaluation's records (`Evaluation.records`, or the task's final ones), one per split,
+        stamped with the run's clock."""
+        for split, values in records.items():
+            self.metrics_log.write({"step": step, "epoch": step / self.task.steps_per_epoch, "split": split,
+                                    **values, "wall_s": wall_s})
 
     def close(self) -> None:
         self.ckpts.close()

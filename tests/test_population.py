@@ -95,7 +95,7 @@ def test_groups_split_points_by_everything_outside_the_axes(tmp_path):
     assert len(population.groups(pts, ("seed", "train.learning_rate"))) == 2
 
 
-@pytest.mark.parametrize("cell, seeds", [("gru", (0, 1, 2)), ("lstm", (0,))])
+@pytest.mark.parametrize("cell, seeds", [("gru", (0, 1)), ("lstm", (0,))])
 def test_each_member_equals_the_point_trained_alone(tmp_path, cell, seeds):
     """Seeds x 2 learning rates as one program vs separate runs (dropout on, cosine schedule)."""
     spec = write_sweep(tmp_path, seeds=seeds, cell=cell)
