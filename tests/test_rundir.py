@@ -40,6 +40,7 @@ def rnnjax(*args: str, cwd: Path = REPO, umask: int | None = None, max_file_kb: 
         cmd = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *cmd]
     if max_file_kb is not None:  # a disk that fills up: writes past the limit fail (EFBIG), as on a full disk
         cmd = ["sh", "-c", f'trap "" XFSZ && ulimit -f {2 * max_file_kb} && exec "$0" "$@"', *cmd]
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the run's files fill the disk here, not the suite's cache
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc

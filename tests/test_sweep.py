@@ -165,8 +165,18 @@ def results_rows(workdir: Path) -> list[dict]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc): what a launcher test signals or waits for."""
-    kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    """Every process below `pid` (Linux /proc): what a launcher test signals or waits for. A thread
+    or process that ends while it is being read is skipped."""
+    kids = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return []
+    for t in tasks:
+        try:
+            kids += [int(c) for c in (t / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
     return kids + [d for k in kids for d in descendants(k)]
 
 
