@@ -302,11 +302,12 @@ def train(task: Task, config: ConfigDict, run: Run, log: Callable[[str], None] =
         member.close()
 
 
-def restore(members: list[Member], program: Program, template: tuple, total: int
-            ) -> tuple[steps.TrainState, jax.Array, int, list[dict | None]]:
+def restore(members: list[Member], program: Program, template: tuple, total: int,
+            first_fresh: steps.TrainState | None = None) -> tuple[steps.TrainState, jax.Array, int, list[dict | None]]:
     """(state, keys, step, each member's checkpoint meta or None): every member from the newest step
     all of them hold, or fresh; sets each member's tally. A DataError when they resume from
-    different steps (a newer checkpoint of one of them failed to read)."""
+    different steps (a newer checkpoint of one of them failed to read). `first_fresh`: the first
+    member's fresh state when the caller has built it already (not built again)."""
     for m in members:
         m.ckpts.wait()
     newest = [max(m.ckpts.steps(), default=None) for m in members]
@@ -316,7 +317,7 @@ def restore(members: list[Member], program: Program, template: tuple, total: int
         restored = None if common is None else m.ckpts.restore_latest(
             *template, check=resume_check(m.task, m.config, total, m.run.path), up_to=common)
         if restored is None:
-            states.append(program.initial(m))
+            states.append(first_fresh if first_fresh is not None and m is members[0] else program.initial(m))
             keys.append(program.key(m.first_key))
             m.tally, meta, step = FRESH, None, 0
         else:
@@ -347,10 +348,10 @@ def train_members(members: list[Member], program: Program, log: Callable[[str], 
     fresh = program.initial(first)
     template = (abstract(fresh.params), abstract(checkpoint.train_items(fresh, program.key(first.first_key))))
     n_params = num_params(fresh.params)
-    del fresh
 
     # ---- Restore the newest checkpoint every member holds, or initialise.
-    state, keys, start, metas = restore(members, program, template, total)
+    state, keys, start, metas = restore(members, program, template, total, first_fresh=fresh)
+    del fresh  # donated to the first step when it was used
     for m, meta in zip(members, metas):
         m.metrics_log = m.run.metrics(keep=m.tally.records)
         if meta is None:
