@@ -51,6 +51,7 @@ import numpy as np
 
 from rnnjax import batching, host_memory, optim, parallel, sampling
 from rnnjax.config import defaults
+from rnnjax.errors import ConfigError
 from rnnjax.model import make_lm, num_params
 from rnnjax.steps import init_state, make_eval_step, make_train_step
 
@@ -282,7 +283,8 @@ def bench_row(shape_name: str, cell: str, mode: str, repeats: int, impl: str | N
     runners["rnnjax"] = jr
     if torch is not None and cell in TORCH_CELLS:
         runners["torch"] = torch_runner(cell, shape, mode, batches, dtype)
-    row: dict[str, Any] = {"shape": shape_name, "cell": cell, "mode": mode, "dtype": dtype, **shape._asdict(),
+    row: dict[str, Any] = {"shape": shape_name, "cell": cell, "mode": mode, "dtype": dtype,
+                           "impl": jax_config(cell, shape, impl, dtype).model.impl, **shape._asdict(),
                            "tokens_per_step": tokens, **info}
     per_step = {}
     for name, r in runners.items():
@@ -382,7 +384,7 @@ def hardware(malloc_tuned: bool) -> dict:
 def _print_row(row: dict) -> None:
     ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
     torch_rate = "n/a" if row["torch_tokens_per_s"] is None else f"{row['torch_tokens_per_s']:,.0f}"
-    print(f"{row['shape']:>7} {row['cell']:>8} {row['mode']:>5} {row['dtype']:>8}  rnnjax {row['rnnjax_tokens_per_s']:>10,.0f} tok/s  "
+    print(f"{row['shape']:>7} {row['cell']:>8} {row['mode']:>5} {row['dtype']:>8} {row['impl']:>9}  rnnjax {row['rnnjax_tokens_per_s']:>10,.0f} tok/s  "
           f"torch {torch_rate:>10} tok/s  ratio {ratio}  compile {row['rnnjax_compile_s']:.1f}s", flush=True)
 
 
@@ -392,12 +394,12 @@ def markdown(rows: list[dict]) -> str:
     def num(v, fmt):
         return "n/a" if v is None else format(v, fmt)
 
-    lines = ["| shape | cell | mode | dtype | B x T, layers x H, V | rnnjax tok/s | PyTorch tok/s | ratio | "
+    lines = ["| shape | cell | mode | dtype | impl | B x T, layers x H, V | rnnjax tok/s | PyTorch tok/s | ratio | "
              "rnnjax compile s | steps to steady (rnnjax / torch) | XLA buffers MB | repeats |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r.get('dtype', 'float32')} | {r['batch']}x{r['seq_len']}, {r['layers']}x{r['hidden']}, "
+            f"| {r['shape']} | {r['cell']} | {r['mode']} | {r.get('dtype', 'float32')} | {r.get('impl', 'fast')} | {r['batch']}x{r['seq_len']}, {r['layers']}x{r['hidden']}, "
             f"{r['vocab']} | {num(r['rnnjax_tokens_per_s'], ',.0f')} | {num(r['torch_tokens_per_s'], ',.0f')} | "
             f"{num(r['ratio'], '.2f')} | {r['rnnjax_compile_s']:.1f} | {r['rnnjax_steps_to_steady']} / "
             f"{r.get('torch_steps_to_steady', 'n/a')} | {num(r.get('rnnjax_xla_buffers_mb'), '.0f')} | {r['repeats']} |")
@@ -460,7 +462,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for c in cells_:
             for m in modes:
                 for d in dtypes:
-                    rows.append({**bench_row(s, c, m, args.repeats, args.impl, _print_row, args.warmup, d), **hw})
+                    try:
+                        row = bench_row(s, c, m, args.repeats, args.impl, _print_row, args.warmup, d)
+                    except ConfigError as e:  # e.g. --impl cudnn on a CPU: one line, as rnnjax says it
+                        p.exit(2, f"{p.prog}: error: {e}\n")
+                    rows.append({**row, **hw})
                     if args.json:
                         args.json.parent.mkdir(parents=True, exist_ok=True)
                         args.json.write_text(json.dumps(rows, indent=1))
