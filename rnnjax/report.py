@@ -12,6 +12,8 @@ for a single run's directory, its summary and `curves.png` (train, valid and tes
                                seconds: mean over seeds, min-max band, per group
     DIR/test_by_cell.png       test metric per group, mean and 95% interval (seeds as points)
     DIR/test_vs_throughput.png test metric against tokens/s, the Pareto front dashed
+    DIR/test_vs_KEY.png        test metric against each numeric swept key (layers, dropout, lr), a
+                               line per cell and setting of the other keys
 
 Diverged runs (`rnnjax.stats.diverged`: a finished run with a non-finite valid or test loss, or
 one above ln V, worse than a uniform guess over the run's V-token vocabulary (vocab.json), i.e.
@@ -103,8 +105,20 @@ def _by_key(keys: list[str]) -> str | None:
     return BAR_KEY if BAR_KEY in group_keys else (group_keys[0] if group_keys else None)
 
 
-def _setting(g: Group, keys: list[str], names: dict[str, str]) -> str:
-    return ", ".join(f"{names[k]}={_fmt_value(g.values[k])}" for k in g.values if k != _by_key(keys))
+def _setting(g: Group, keys: list[str], names: dict[str, str], leave: str | None = None) -> str:
+    """The group's values of the swept keys but the compared one (and `leave`): "layers=2, dropout=0.5"."""
+    return ", ".join(f"{names[k]}={_fmt_value(g.values[k])}" for k in g.values if k not in (_by_key(keys), leave))
+
+
+def numeric_keys(groups: list[Group], keys: list[str]) -> list[str]:
+    """The swept keys, besides the seed and the compared one, that take several values, all numbers
+    (layers, dropout, learning rate): `rnnjax report` plots the test metric against each."""
+    found = []
+    for k in keys:
+        values = [g.values[k] for g in groups] if k not in ("seed", _by_key(keys)) else []
+        if len(set(values)) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            found.append(k)
+    return found
 
 
 def _count(value) -> str:
@@ -324,15 +338,20 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None, target: float | N
     if not done:
         return written
     unit, (column, field, _) = _unit(done), _table_metrics(done)[-1]
-    series = _series(group_rows(rows, keys), keys, records, per_step, unit, field)
+    groups = group_rows(rows, keys)
+    series = _series(groups, keys, records, per_step, unit, field)
     written.append(report_plots.curves(series, unit, out_dir / "valid_curves.png"))
     if len({r["metric"] for r in done}) == 1:  # one test axis needs one metric
         label = {"ppl": "test perplexity", "bpc": "test bits per character"}.get(unit, column)
-        by = _by_key(keys)
-        written.append(report_plots.intervals(series, label, short_names(keys).get(by, "group"),
+        names = short_names(keys)
+        written.append(report_plots.intervals(series, label, names.get(_by_key(keys), "group"),
                                               out_dir / "test_by_cell.png"))
         if any(s.tokens_per_s for s in series):
             written.append(report_plots.pareto(series, label, done[0]["goal"], out_dir / "test_vs_throughput.png"))
+        for key in numeric_keys(groups, keys):
+            lines = [s._replace(setting=_setting(g, keys, names, leave=key)) for s, g in zip(series, groups)]
+            written.append(report_plots.along(lines, [g.values[key] for g in groups], names[key], label,
+                                              out_dir / f"test_vs_{names[key]}.png"))
     return written
 
 

@@ -1,5 +1,5 @@
-"""The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput;
-for a single run, its train/valid/test curves.
+"""The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput
+and against each numeric swept key; for a single run, its train/valid/test curves.
 
 Every figure gives each cell one colour and one marker (the same in all three), each setting
 of the other swept keys one line style and marker fill, and puts its legend outside the axes.
@@ -130,6 +130,48 @@ def intervals(series: list[Series], ylabel: str, by_name: str, path: Path) -> Pa
     ax.set_title(f"{ylabel} by {by_name}: mean and 95% interval over seeds (hollow: single seeds)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title=by_name, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def along(series: list[Series], xs: list[float], xname: str, ylabel: str, path: Path) -> Path:
+    """The test metric against one numeric swept key (layers, dropout, learning rate): a line per cell
+    and setting of the other keys (`Series.setting` without that key), each point the mean with its
+    95% interval, each seed a hollow point; the cells are dodged sideways so their bars do not overlap."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    log = min(xs) > 0 and max(xs) > 10 * min(xs)
+    if log:
+        ax.set_xscale("log")
+    cells = list(dict.fromkeys(s.cell for s in series))
+    span = (np.log10(max(xs) / min(xs)) if log else max(xs) - min(xs)) or 1.0
+    lines: dict[tuple[str, str], tuple[dict, list[tuple[float, Series]]]] = {}
+    for s, x, style in zip(series, xs, _styles(series)):
+        if s.test is not None:
+            lines.setdefault((s.cell, s.setting), (style, []))[1].append((x, s))
+    for (cell, _), (style, points) in lines.items():
+        points.sort(key=lambda p: p[0])
+        shift = (cells.index(cell) - (len(cells) - 1) / 2) * 0.015 * span
+        at = [x * 10**shift if log else x + shift for x, _ in points]
+        halves = [s.test.half or 0.0 for _, s in points]
+        ax.errorbar(at, [s.test.mean for _, s in points], yerr=halves if any(halves) else None, ms=7, capsize=4,
+                    lw=1.5, label=points[0][1].label, **style)
+        for a, (_, s) in zip(at, points):
+            ax.scatter([a] * len(s.seeds), s.seeds, s=18, facecolors="none", edgecolors=style["color"], zorder=3)
+    means = [s.test.mean for _, points in lines.values() for _, s in points]
+    if means and min(means) > 0 and max(means) > 3 * min(means):  # a diverging point would flatten the rest
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ticks = sorted(set(xs))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlabel(xname)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} against {xname}: mean and 95% interval over seeds (hollow: single seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

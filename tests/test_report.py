@@ -285,6 +285,30 @@ def test_plots_for_a_two_cell_three_seed_sweep(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 15_000, (png, len(data))
 
 
+def test_a_numeric_swept_key_gets_a_plot_of_the_test_metric_against_it(tmp_path):
+    for cell in ("gru", "lstm"):
+        for layers in (1, 2, 3):
+            for seed in (0, 1):
+                make_run(tmp_path, f"cell={cell},layers={layers},seed={seed}", cell, layers, seed,
+                         1.0 + 0.1 * layers + 0.01 * seed)
+    written = [p.name for p in report.write_report(tmp_path)]
+    assert written[-1] == "test_vs_layers.png" and "test_vs_seed.png" not in written
+    data = (tmp_path / "test_vs_layers.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 15_000
+
+
+@pytest.mark.parametrize("values, numeric", [
+    ({"model.num_layers": [1, 2]}, ["model.num_layers"]),
+    ({"model.dropout": [0.0, 0.3], "train.learning_rate": [1.0, 1.0]}, ["model.dropout"]),  # one value: no axis
+    ({"model.tie_weights": [False, True]}, []),  # booleans are not an axis
+    ({"model.embed_size": [None, 64]}, []),
+])
+def test_numeric_keys(values, numeric):
+    keys = ["model.cell", *values, "seed"]
+    groups = [report.Group({"model.cell": "gru", **{k: v[i] for k, v in values.items()}}, [], []) for i in range(2)]
+    assert report.numeric_keys(groups, keys) == numeric
+
+
 def test_bad_anchor_flags_are_one_line_errors(tmp_path, capsys):
     build_bench(tmp_path)
     assert cli.main(["report", str(tmp_path), "--anchor", "cell=lstm=no_such_paper"]) == 2
