@@ -1,7 +1,7 @@
 """The figures of `rnnjax report`: validation curves, test metric with intervals, test metric against throughput
 and against each numeric swept key; for a single run, its train/valid/test curves.
 
-Every figure gives each cell one colour and one marker (the same in all three), each setting
+Every figure gives each cell one colour and one marker (the same in all of them), each setting
 of the other swept keys one line style and marker fill, and puts its legend outside the axes.
 """
 
