@@ -33,8 +33,8 @@ from rnnjax.config import ConfigDict, resume_changes
 from rnnjax.errors import ConfigError, DataError, NonFiniteLoss
 from rnnjax.model import num_params
 from rnnjax.progress import Progress
-from rnnjax.records import make_summary, perplexity
-from rnnjax.rundir import Run
+from rnnjax.records import headline, make_summary, perplexity
+from rnnjax.rundir import SUMMARY, Run
 
 
 class Preempted(Exception):
@@ -394,8 +394,8 @@ def train_members(members: list[Member], program: Program, log: Callable[[str], 
             m.tally = m.tally._replace(epoch_loss=m.tally.epoch_loss + float(mm["loss"]), epoch_n=m.tally.epoch_n + 1)
             if write:
                 m.metrics_log.write(train_record(step, spe, mm, progress.tokens_per_s() / k if tokens else None))
-        live = [program.member(host, i) for i, m in enumerate(members) if m.active]
-        if write and live:  # the progress line: the mean over live members
+        live = [program.member(host, i) for i, m in enumerate(members) if m.active] if write else []
+        if live:  # the progress line: the mean over live members
             mean = jax.tree.map(lambda *xs: sum(map(float, xs)) / len(xs), *live)
             progress.report(train_record(step, spe, mean, progress.tokens_per_s() if tokens else None))
         return None
@@ -466,8 +466,8 @@ def train_members(members: list[Member], program: Program, log: Callable[[str], 
         summary = make_summary(m.task.name, *m.task.headline, core, metrics)
         m.run.write_summary(summary)
         summaries[m.name] = summary
-        metric, value = m.task.headline[0], summary[m.task.headline[0]]
-        m.log(f"{metric} {value:.6g} ({step:,} steps, {summary['wall_s']:.0f} s); wrote {m.run.file('summary.json')}")
+        metric, value = headline(summary)
+        m.log(f"{metric} {value:.6g} ({step:,} steps, {summary['wall_s']:.0f} s); wrote {m.run.file(SUMMARY)}")
 
     def early_stop(i: int, step: int) -> bool:
         m = members[i]
