@@ -51,12 +51,12 @@ def interleaved(fns: dict, repeats: int, calls: int = 3) -> dict[str, float]:
 def decoder_group(shape, repeats):
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     h = jax.random.normal(k1, (shape.seq_len, shape.batch, shape.hidden))
-    w = jax.random.uniform(k2, (shape.hidden, shape.vocab), minval=-0.1, maxval=0.1)
+    w = jax.random.uniform(k2, (shape.vocab, shape.hidden), minval=-0.1, maxval=0.1)  # [V, H], as model.py
     b = jnp.zeros((shape.vocab,))
     t = jax.random.randint(k3, (shape.batch, shape.seq_len), 0, shape.vocab)
 
     def reference(h, w, b):
-        return token_nll(h @ w + b, t).mean()
+        return token_nll(h @ w.T + b, t).mean()
 
     def fast(h, w, b):
         return decoder_nll(h.reshape(-1, shape.hidden), w, b, t.T.reshape(-1)).mean()

@@ -5,9 +5,14 @@ Each save is one step directory, written asynchronously by an Orbax `CheckpointM
     params/   model parameters (StandardSave); all that eval and sampling read
     train/    optimizer state, step, carried RNN state, the step RNG key (StandardSave)
     meta/     JSON: resolved config, vocabulary, data position, validation history,
-              how many metrics.jsonl records precede the save, learning-rate scale
+              how many metrics.jsonl records precede the save, learning-rate scale,
+              the params item's format (`PARAMS_FORMAT`)
     metrics/  {NAME: value} on saves that follow an evaluation: the task's best-selection metric
               (the language model's "valid_ppl", lowest best; sentiment's "valid_accuracy", highest)
+
+A step saved before `params_format` existed (format 1) holds a language model's untied
+decoder weight as [H, V]; it restores transposed into today's [V, H], so runs started then
+resume and evaluate unchanged.
 
 Orbax writes a step into a temporary directory and renames it when complete, so a kill
 mid-save leaves no step directory (the temporary one is removed on the next start). A
@@ -36,6 +41,26 @@ CHECKPOINTS = "checkpoints"
 CORRUPT = "checkpoints-corrupt"
 # The small JSON files of a step directory; each must parse for the step to be considered.
 _JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "params/_METADATA", "train/_METADATA")
+
+
+# The layout of a step's params item, saved in its meta as "params_format". 2: the language
+# model's untied decoder weight `decoder.w` is [V, H]; 1 (no "params_format"): it is [H, V].
+PARAMS_FORMAT = 2
+
+
+def _as_saved(target: Any, meta: dict) -> tuple[Any, Callable[[Any], Any]]:
+    """The restore target for a step with `meta`, shaped as that step saved its params, and the
+    function that turns what it restores into `target`'s layout."""
+    saved = meta.get("params_format", 1)
+    if saved > PARAMS_FORMAT:
+        raise DataError(f"checkpoint at step {meta.get('step')} has params_format {saved}, written by a newer "
+                        f"rnnjax (this one reads up to {PARAMS_FORMAT}); upgrade rnnjax to read it")
+    w = target.get("decoder", {}).get("w") if isinstance(target, dict) else None
+    if saved == PARAMS_FORMAT or w is None:
+        return target, lambda params: params
+    old = jax.ShapeDtypeStruct(w.shape[::-1], w.dtype, sharding=getattr(w, "sharding", None))
+    return ({**target, "decoder": {**target["decoder"], "w": old}},
+            lambda params: {**params, "decoder": {**params["decoder"], "w": params["decoder"]["w"].T}})
 
 
 class Restored(NamedTuple):
@@ -192,7 +217,7 @@ class Checkpoints:
         self._mngr.save(
             step,
             args=ocp.args.Composite(params=ocp.args.StandardSave(params), train=ocp.args.StandardSave(train),
-                                    meta=ocp.args.JsonSave(meta)),
+                                    meta=ocp.args.JsonSave({**meta, "params_format": PARAMS_FORMAT})),
             metrics=None if value is None else {self.best[0]: value},
             force=True,
         )
@@ -232,8 +257,9 @@ class Checkpoints:
                                 f"(interop.write_lm_run): rnnjax eval and rnnjax sample read it, training cannot "
                                 f"continue it")
             check(meta)
+            saved, upgrade = _as_saved(params, meta)  # a newer format is refused, not set aside
             try:
-                restored = self._restore(step, params, train, meta)
+                restored = self._restore(step, saved, train, meta)
             except Exception as e:
                 _quiet_late_reads()
                 bad[step] = _why(e)
@@ -241,7 +267,7 @@ class Checkpoints:
             if bad:
                 self._set_aside(bad)
                 self._mngr.reload()
-            return restored
+            return restored._replace(params=upgrade(restored.params))
         if bad:
             self._refuse(bad)
         return None
@@ -265,9 +291,10 @@ class Checkpoints:
 
     def restore_params(self, step: int, params: Any) -> tuple[Any, dict]:
         """Parameters and meta of `step`, without the optimizer state."""
-        out = self._mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(params),
-                                                               meta=ocp.args.JsonRestore()))
-        return out["params"], out["meta"]
+        meta = self.meta(step)
+        saved, upgrade = _as_saved(params, meta)
+        out = self._mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(saved)))
+        return upgrade(out["params"]), meta
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()
@@ -299,6 +326,8 @@ def restore_params(workdir: Path, init: Callable[[jax.Array], Any], which: str =
         target = parallel.on_one_device(jax.eval_shape(init, jax.random.key(0)))
         try:
             params, _ = ckpts.restore_params(step, target)
+        except DataError:
+            raise
         except Exception as e:  # Orbax/TensorStore raise many types for damaged files
             _quiet_late_reads()
             raise DataError(f"{ckpts.root / str(step)}: checkpoint at step {step} cannot be read ({_why(e)}); "

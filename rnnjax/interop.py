@@ -207,7 +207,7 @@ def lm_params_from_torch(source: Any, cell: str) -> dict:
     w_out, b_out = _entry(state, "decoder.weight", (vocab, top)), _entry(state, "decoder.bias", (vocab,))
     params = {"embed": jnp.asarray(embed), "layers": layers, "decoder": {"b": jnp.asarray(b_out)}}
     if not np.array_equal(w_out, embed):
-        params["decoder"]["w"] = jnp.asarray(np.ascontiguousarray(w_out.T))
+        params["decoder"]["w"] = jnp.asarray(w_out)
     return params
 
 
@@ -216,7 +216,7 @@ def lm_params_to_torch(params: dict, cell: str) -> dict[str, np.ndarray]:
     embed = np.asarray(params["embed"])
     w = params["decoder"].get("w")
     return {"encoder.weight": embed, **rnn_params_to_torch(params["layers"], cell, prefix="rnn."),
-            "decoder.weight": embed if w is None else np.ascontiguousarray(np.asarray(w).T),
+            "decoder.weight": embed if w is None else np.asarray(w),
             "decoder.bias": np.asarray(params["decoder"]["b"])}
 
 
@@ -229,7 +229,7 @@ def torch_state_dict(state: Mapping[str, np.ndarray]) -> dict:
 
 def reorder_vocab(params: dict, vocab: list[str], new_vocab: list[str]) -> dict:
     """LM `params` whose token ids follow `vocab` (e.g. word_language_model's first-seen order),
-    renumbered to follow `new_vocab` (e.g. an rnnjax corpus's): embedding rows, output columns, bias."""
+    renumbered to follow `new_vocab` (e.g. an rnnjax corpus's): embedding and decoder rows, bias."""
     if len(vocab) != params["embed"].shape[0]:
         raise UserError(f"the vocabulary has {len(vocab):,} tokens, the embedding {params['embed'].shape[0]:,} rows")
     index = {t: i for i, t in enumerate(vocab)}
@@ -241,7 +241,7 @@ def reorder_vocab(params: dict, vocab: list[str], new_vocab: list[str]) -> dict:
     out = {"embed": params["embed"][order], "layers": params["layers"],
            "decoder": {"b": params["decoder"]["b"][order]}}
     if "w" in params["decoder"]:
-        out["decoder"]["w"] = params["decoder"]["w"][:, order]
+        out["decoder"]["w"] = params["decoder"]["w"][order]
     return out
 
 

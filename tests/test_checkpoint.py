@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 import jax
 import jax.numpy as jnp
+import orbax.checkpoint as ocp
 
 from rnnjax import checkpoint, cli, config as config_lib, loop, rundir, steps
 from rnnjax.tasks import lm
@@ -228,3 +230,51 @@ def test_late_reads_after_a_failed_restore_are_dropped_and_other_unraisables_pas
     for u in other:
         hook(u)
     assert seen == other
+
+
+def as_format_1(workdir: Path, step: int) -> None:
+    """Rewrite checkpoint `step` as rnnjax saved it before `params_format`: decoder.w [H, V], no
+    params_format in the meta."""
+    root = (workdir / checkpoint.CHECKPOINTS).absolute()
+    with ocp.CheckpointManager(root) as mngr:
+        out = mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(), train=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    params, meta = out["params"], {k: v for k, v in out["meta"].items() if k != "params_format"}
+    params["decoder"]["w"] = params["decoder"]["w"].T
+    shutil.rmtree(root / str(step))
+    with ocp.CheckpointManager(root) as mngr:
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                                train=ocp.args.StandardSave(out["train"]),
+                                                meta=ocp.args.JsonSave(meta)))
+        mngr.wait_until_finished()
+
+
+def test_a_checkpoint_from_before_params_format_evaluates_and_resumes_as_saved(tmp_path, capsys):
+    """Format 1 restores transposed: eval reads the same model, the resumed run matches an
+    uninterrupted one step for step, and its new saves are today's format."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    untied = {"model.tie_embeddings": False}
+    assert cli.main(args(whole, **untied, **{"train.max_steps": 6})) == 0
+    assert cli.main(args(cut, **untied, **{"train.max_steps": 3})) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(cut)]) == 0
+    before = capsys.readouterr().out
+    as_format_1(cut, 3)
+    assert cli.main(["eval", "--workdir", str(cut)]) == 0
+    assert capsys.readouterr().out == before
+    assert cli.main(args(cut, **untied, **{"train.max_steps": 6})) == 0
+    assert [r["loss"] for r in train_records(cut)] == [r["loss"] for r in train_records(whole)]
+    meta = json.loads((cut / checkpoint.CHECKPOINTS / "6" / "meta" / "metadata").read_text())
+    assert meta["params_format"] == checkpoint.PARAMS_FORMAT
+
+
+def test_a_checkpoint_of_a_newer_params_format_is_refused_in_one_line_and_kept(tmp_path, capsys):
+    assert cli.main(args(tmp_path, **{"train.max_steps": 3})) == 0
+    path = tmp_path / checkpoint.CHECKPOINTS / "3" / "meta" / "metadata"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "params_format": checkpoint.PARAMS_FORMAT + 1}))
+    capsys.readouterr()
+    for argv in (args(tmp_path, **{"train.max_steps": 6}), ["eval", "--workdir", str(tmp_path)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"params_format {checkpoint.PARAMS_FORMAT + 1}, written by a newer" in err
+    assert (tmp_path / checkpoint.CHECKPOINTS / "3").is_dir() and not (tmp_path / checkpoint.CORRUPT).exists()

@@ -43,7 +43,7 @@ def test_scan_with_vjp_matches_autodiff(cell_name, reverse):
 
 def test_decoder_nll_matches_optax():
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
-    h, w = jax.random.normal(k1, (12, 7)), jax.random.normal(k2, (7, 30))
+    h, w = jax.random.normal(k1, (12, 7)), jax.random.normal(k2, (30, 7))  # w [V, H]
     b, t = jax.random.normal(k3, (30,)), jax.random.randint(k4, (12,), 0, 30)
     g = jnp.linspace(0.1, 2.0, 12)
 
@@ -51,7 +51,7 @@ def test_decoder_nll_matches_optax():
         return jnp.sum(decoder_nll(h, w, b, t) * g)
 
     def reference(h, w, b):
-        return jnp.sum(token_nll((h @ w + b)[:, None, :], t[None, :])[:, 0] * g)
+        return jnp.sum(token_nll((h @ w.T + b)[:, None, :], t[None, :])[:, 0] * g)
 
     _close(jax.value_and_grad(fused, (0, 1, 2))(h, w, b), jax.value_and_grad(reference, (0, 1, 2))(h, w, b))
 
