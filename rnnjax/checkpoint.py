@@ -44,23 +44,36 @@ _JSON_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "metrics/metrics", "para
 
 
 # The layout of a step's params item, saved in its meta as "params_format". 2: the language
-# model's untied decoder weight `decoder.w` is [V, H]; 1 (no "params_format"): it is [H, V].
+# model's untied decoder weight `decoder.w` is [V, H]; 1 (no "params_format"): it is [H, V],
+# and so are the optimizer's moments of it in the train item.
 PARAMS_FORMAT = 2
 
 
+def _is_decoder_w(path: tuple) -> bool:
+    """Whether a key path ends in `decoder`, `w`: the LM's decoder weight, in the params or in an
+    optimizer state that mirrors them (Adam's mu and nu)."""
+    return [getattr(k, "key", None) for k in path[-2:]] == ["decoder", "w"]
+
+
 def _as_saved(target: Any, meta: dict) -> tuple[Any, Callable[[Any], Any]]:
-    """The restore target for a step with `meta`, shaped as that step saved its params, and the
-    function that turns what it restores into `target`'s layout."""
+    """The restore target (a params or train item) for a step with `meta`, shaped as that step
+    saved it, and the function that turns what it restores into `target`'s layout."""
     saved = meta.get("params_format", 1)
     if saved > PARAMS_FORMAT:
         raise DataError(f"checkpoint at step {meta.get('step')} has params_format {saved}, written by a newer "
                         f"rnnjax (this one reads up to {PARAMS_FORMAT}); upgrade rnnjax to read it")
-    w = target.get("decoder", {}).get("w") if isinstance(target, dict) else None
-    if saved == PARAMS_FORMAT or w is None:
-        return target, lambda params: params
-    old = jax.ShapeDtypeStruct(w.shape[::-1], w.dtype, sharding=getattr(w, "sharding", None))
-    return ({**target, "decoder": {**target["decoder"], "w": old}},
-            lambda params: {**params, "decoder": {**params["decoder"], "w": params["decoder"]["w"].T}})
+    if saved == PARAMS_FORMAT:
+        return target, lambda tree: tree
+
+    def as_format_1(path, x):
+        if not _is_decoder_w(path):
+            return x
+        return jax.ShapeDtypeStruct(x.shape[::-1], x.dtype, sharding=getattr(x, "sharding", None))
+
+    def upgrade(tree):
+        return jax.tree_util.tree_map_with_path(lambda path, x: x.T if _is_decoder_w(path) else x, tree)
+
+    return jax.tree_util.tree_map_with_path(as_format_1, target), upgrade
 
 
 class Restored(NamedTuple):
@@ -257,9 +270,9 @@ class Checkpoints:
                                 f"(interop.write_lm_run): rnnjax eval and rnnjax sample read it, training cannot "
                                 f"continue it")
             check(meta)
-            saved, upgrade = _as_saved(params, meta)  # a newer format is refused, not set aside
-            try:
-                restored = self._restore(step, saved, train, meta)
+            (params_saved, upgrade), (train_saved, _) = _as_saved(params, meta), _as_saved(train, meta)
+            try:  # a newer format was refused above, not set aside below
+                restored = self._restore(step, params_saved, train_saved, meta)
             except Exception as e:
                 _quiet_late_reads()
                 bad[step] = _why(e)
@@ -267,7 +280,7 @@ class Checkpoints:
             if bad:
                 self._set_aside(bad)
                 self._mngr.reload()
-            return restored._replace(params=upgrade(restored.params))
+            return restored._replace(params=upgrade(restored.params), train=upgrade(restored.train))
         if bad:
             self._refuse(bad)
         return None

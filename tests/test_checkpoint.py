@@ -233,18 +233,21 @@ def test_late_reads_after_a_failed_restore_are_dropped_and_other_unraisables_pas
 
 
 def as_format_1(workdir: Path, step: int) -> None:
-    """Rewrite checkpoint `step` as rnnjax saved it before `params_format`: decoder.w [H, V], no
-    params_format in the meta."""
+    """Rewrite checkpoint `step` as rnnjax saved it before `params_format`: decoder.w and the
+    optimizer's moments of it [H, V], no params_format in the meta."""
     root = (workdir / checkpoint.CHECKPOINTS).absolute()
     with ocp.CheckpointManager(root) as mngr:
         out = mngr.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(), train=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-    params, meta = out["params"], {k: v for k, v in out["meta"].items() if k != "params_format"}
-    params["decoder"]["w"] = params["decoder"]["w"].T
+    def old(path, x):
+        return x.T if [getattr(k, "key", None) for k in path[-2:]] == ["decoder", "w"] else x
+
+    params, train = (jax.tree_util.tree_map_with_path(old, out[k]) for k in ("params", "train"))
+    meta = {k: v for k, v in out["meta"].items() if k != "params_format"}
     shutil.rmtree(root / str(step))
     with ocp.CheckpointManager(root) as mngr:
         mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                train=ocp.args.StandardSave(out["train"]),
+                                                train=ocp.args.StandardSave(train),
                                                 meta=ocp.args.JsonSave(meta)))
         mngr.wait_until_finished()
 
@@ -253,7 +256,7 @@ def test_a_checkpoint_from_before_params_format_evaluates_and_resumes_as_saved(t
     """Format 1 restores transposed: eval reads the same model, the resumed run matches an
     uninterrupted one step for step, and its new saves are today's format."""
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    untied = {"model.tie_embeddings": False}
+    untied = {"model.tie_embeddings": False, "train.optimizer": "adam", "train.learning_rate": 0.01}
     assert cli.main(args(whole, **untied, **{"train.max_steps": 6})) == 0
     assert cli.main(args(cut, **untied, **{"train.max_steps": 3})) == 0
     capsys.readouterr()
