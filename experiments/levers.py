@@ -10,7 +10,9 @@ Groups (each timed interleaved, median ms per call over `--repeats`):
   step:    the full jitted train step (forward, backward, clipping, SGD) with
            `model.impl` reference vs fast and `model.scan_unroll` 1, 2, 4, 8;
   linscan: min_gru/min_lstm's full train step (fast impl) with each form of
-           `rnnjax.linear_scan` (associative, sequential) in place of the per-platform choice.
+           `rnnjax.linear_scan` (associative, sequential) in place of the per-platform choice;
+  orient:  the recurrent product alone inside a T-step scan shaped like a layer's forward,
+           `h @ W` (W [H, G], as stored) vs `h @ Wt.T` (`Wt = W.T` materialised before the scan).
 """
 
 from __future__ import annotations
@@ -140,11 +142,39 @@ def linscan_group(shape, cell_name, repeats):
     return interleaved(fns, repeats)
 
 
+def orient_group(shape, cell_name, repeats):
+    h_size, gates = shape.hidden, {"lstm": 4, "gru": 3}.get(cell_name, 1)
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    w = jax.random.uniform(k1, (h_size, gates * h_size), minval=-0.05, maxval=0.05)
+    h0 = jax.random.normal(k2, (shape.batch, h_size))
+    xs = jax.random.normal(k3, (shape.seq_len, shape.batch, h_size))
+
+    def scan(product):
+        @jax.jit
+        def run(w, h0, xs):
+            wt = w.T  # materialised once per call when `product` contracts its last axis
+
+            def body(h, x):
+                y = product(h, w, wt)
+                h = jnp.tanh(y[:, :h_size] + y[:, -h_size:] + x)
+                return h, h
+
+            return jax.lax.scan(body, h0, xs)[1]
+
+        return lambda: run(w, h0, xs)
+
+    return interleaved({
+        f"recurrent product h @ W [{h_size}, {gates * h_size}] in the scan": scan(lambda h, w, wt: h @ w),
+        "same, h @ Wt.T with Wt = W.T before the scan": scan(
+            lambda h, w, wt: jax.lax.dot_general(h, wt, (((1,), (1,)), ((), ())))),
+    }, repeats)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", default="small", choices=sorted(SHAPES))
     p.add_argument("--cell", default="lstm")
-    p.add_argument("--groups", default="decoder,layer,step", help="comma list of decoder,layer,step,linscan")
+    p.add_argument("--groups", default="decoder,layer,step", help="comma list of decoder,layer,step,linscan,orient")
     p.add_argument("--unrolls", default="1,2,4,8")
     p.add_argument("--repeats", type=int, default=9)
     args = p.parse_args(argv)
@@ -161,6 +191,8 @@ def main(argv=None):
         results.update(step_group(shape, args.cell, args.repeats, [int(u) for u in args.unrolls.split(",")]))
     if "linscan" in groups:
         results.update(linscan_group(shape, args.cell, args.repeats))
+    if "orient" in groups:
+        results.update(orient_group(shape, args.cell, args.repeats))
     print("| what | ms per call (median) |\n|---|---|")
     for name, ms in results.items():
         print(f"| {name} | {ms:.1f} |")
