@@ -217,10 +217,15 @@ def _min_gru_coeffs(xp: Array) -> tuple[Array, Array]:
 
 def _min_lstm_coeffs(xp: Array) -> tuple[Array, Array]:
     """minLSTM: f, i = sigmoid(W x + b), normalised f' = f / (f + i), i' = i / (f + i);
-    h~ = W_h x + b_h; h' = f' * h + i' * h~ (gate blocks in order f, i, h~)."""
+    h~ = W_h x + b_h; h' = f' * h + i' * h~ (gate blocks in order f, i, h~).
+
+    f' is computed as sigmoid(log f - log i) and i' as 1 - f' in that form: the same values,
+    but finite, with finite gradients, where both gates underflow (f + i -> 0 made f / (f + i)
+    0 / 0, and its gradient inf - inf, once both pre-activations fell below about -44).
+    """
     f_pre, i_pre, h_tilde = jnp.split(xp, 3, axis=-1)
-    f, i = jax.nn.sigmoid(f_pre), jax.nn.sigmoid(i_pre)
-    return f / (f + i), i / (f + i) * h_tilde
+    d = jax.nn.log_sigmoid(f_pre) - jax.nn.log_sigmoid(i_pre)
+    return jax.nn.sigmoid(d), jax.nn.sigmoid(-d) * h_tilde
 
 
 def _linear_recurrence(coeffs):

@@ -70,6 +70,21 @@ def test_min_gru_and_min_lstm_formulas():
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
 
 
+def test_min_lstm_gates_stay_finite_where_both_underflow():
+    """Both gate pre-activations far below zero: f / (f + i) was 0 / 0 (values) or inf - inf
+    (gradients); the normalised gates must stay the pair's share, with finite gradients."""
+    pre = jnp.array([[-30.0, -60.0, -120.0, -200.0]])
+    f_pre, i_pre = pre, pre + jnp.array([[0.0, 1.0, -2.0, 0.0]])
+    xp = jnp.concatenate([f_pre, i_pre, jnp.ones_like(pre)], axis=-1)
+    a, b = cells._min_lstm_coeffs(xp)
+    # sigmoid(x) = exp(x) down there, so f / (f + i) = 1 / (1 + exp(i_pre - f_pre))
+    want = 1 / (1 + np.exp(np.asarray(i_pre - f_pre, np.float64)))
+    np.testing.assert_allclose(a, want, rtol=1e-6)
+    np.testing.assert_allclose(b, 1 - want, rtol=1e-6)
+    grads = jax.grad(lambda xp: jnp.sum(cells._min_lstm_coeffs(xp)[0] * jnp.arange(1.0, 5.0)))(xp)
+    assert np.isfinite(np.asarray(grads)).all()
+
+
 @pytest.mark.parametrize("name", MIN_CELLS)
 def test_lm_with_min_cell_fast_equals_reference(name):
     config = defaults()
