@@ -56,8 +56,9 @@ def _is_decoder_w(path: tuple) -> bool:
 
 
 def _as_saved(target: Any, meta: dict) -> tuple[Any, Callable[[Any], Any]]:
-    """The restore target (a params or train item) for a step with `meta`, shaped as that step
-    saved it, and the function that turns what it restores into `target`'s layout."""
+    """The restore target (params and/or train items, any pytree of them) for a step with `meta`,
+    shaped as that step saved it, and the function that turns what it restores into `target`'s
+    layout."""
     saved = meta.get("params_format", 1)
     if saved > PARAMS_FORMAT:
         raise DataError(f"checkpoint at step {meta.get('step')} has params_format {saved}, written by a newer "
@@ -270,9 +271,9 @@ class Checkpoints:
                                 f"(interop.write_lm_run): rnnjax eval and rnnjax sample read it, training cannot "
                                 f"continue it")
             check(meta)
-            (params_saved, upgrade), (train_saved, _) = _as_saved(params, meta), _as_saved(train, meta)
-            try:  # a newer format was refused above, not set aside below
-                restored = self._restore(step, params_saved, train_saved, meta)
+            saved, upgrade = _as_saved((params, train), meta)  # a newer format is refused, not set aside
+            try:
+                restored = self._restore(step, *saved, meta)
             except Exception as e:
                 _quiet_late_reads()
                 bad[step] = _why(e)
@@ -280,7 +281,8 @@ class Checkpoints:
             if bad:
                 self._set_aside(bad)
                 self._mngr.reload()
-            return restored._replace(params=upgrade(restored.params), train=upgrade(restored.train))
+            params_now, train_now = upgrade((restored.params, restored.train))
+            return restored._replace(params=params_now, train=train_now)
         if bad:
             self._refuse(bad)
         return None

@@ -239,6 +239,7 @@ def as_format_1(workdir: Path, step: int) -> None:
     with ocp.CheckpointManager(root) as mngr:
         out = mngr.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(), train=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+
     def old(path, x):
         return x.T if [getattr(k, "key", None) for k in path[-2:]] == ["decoder", "w"] else x
 
