@@ -111,12 +111,18 @@ def _setting(g: Group, keys: list[str], names: dict[str, str], leave: str | None
 
 
 def numeric_keys(groups: list[Group], keys: list[str]) -> list[str]:
-    """The swept keys, besides the seed and the compared one, that take several values, all numbers
-    (layers, dropout, learning rate): `rnnjax report` plots the test metric against each."""
+    """The swept keys, besides the seed and the compared one, whose values are all numbers (layers,
+    dropout, learning rate) and differ within one line, a line being the groups that agree on every
+    other key: `rnnjax report` plots the test metric against each. (A key set once per cell, such as
+    each cell's chosen learning rate, would give lines of one point.)"""
     found = []
     for k in keys:
         values = [g.values[k] for g in groups] if k not in ("seed", _by_key(keys)) else []
-        if len(set(values)) > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        lines: dict[tuple, set] = {}
+        for g, v in zip(groups, values):
+            lines.setdefault(tuple(g.values[o] for o in keys if o not in (k, "seed")), set()).add(v)
+        if any(len(vs) > 1 for vs in lines.values()) and \
+                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             found.append(k)
     return found
 

@@ -2,7 +2,8 @@
 and against each numeric swept key; for a single run, its train/valid/test curves.
 
 Every figure gives each cell one colour and one marker (the same in all of them), each setting
-of the other swept keys one line style and marker fill, and puts its legend outside the axes.
+of the other swept keys one line style and marker fill (except where the x axis names the setting),
+and puts its legend outside the axes.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def _styles(series: list[Series]) -> list[dict]:
     return [{"color": f"C{cells.index(s.cell) % 10}", "marker": MARKERS[cells.index(s.cell) % len(MARKERS)],
              "linestyle": LINESTYLES[settings.index(s.setting) % len(LINESTYLES)],
              "fillstyle": FILLS[settings.index(s.setting) % len(FILLS)]} for s in series]
+
+
+def _spread(series: list[Series]) -> str:
+    """What the error bars of a test-metric figure show: intervals, or nothing when every point is one run."""
+    if all(len(s.seeds) <= 1 for s in series if s.test is not None):
+        return "one seed per point, no intervals"
+    return "mean and 95% interval over seeds (small rings: each seed)"
 
 
 def _band(runs: list[tuple[list[Point], int | None]], wall: bool) -> tuple[np.ndarray, ...] | None:
@@ -104,30 +112,39 @@ def curves(series: list[Series], unit: str, path: Path) -> Path:
 
 
 def intervals(series: list[Series], ylabel: str, by_name: str, path: Path) -> Path:
-    """The test metric per group: mean with its 95% interval as error bar, each seed a hollow point."""
+    """The test metric per group: mean with its 95% interval as error bar, each seed a small ring.
+
+    Groups sit side by side, one slot each, those of one setting of the other keys together; the
+    ticks name the cell where each setting holds one cell (a learning rate chosen per cell), else the
+    setting, the cells then told apart by the legend."""
     plt = pyplot()
-    cells = list(dict.fromkeys(s.cell for s in series))
-    settings = list(dict.fromkeys(s.setting for s in series))
-    width = 0.8 / max(len(cells), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(settings) * len(cells) + 3), 4.8))
+    drawn = [(s, style) for s, style in zip(series, _styles(series)) if s.test is not None]
+    settings = list(dict.fromkeys(s.setting for s, _ in drawn))
+    one_each = len(settings) > 1 and all(sum(s.setting == t for s, _ in drawn) == 1 for t in settings)
+    slots, x, ticks, labels = [], 0.0, [], []
+    for setting in settings:
+        members = [(s, style) for s, style in drawn if s.setting == setting]
+        at = [x + i for i in range(len(members))]
+        slots += list(zip(at, members))
+        if len(settings) == 1 or one_each:
+            ticks += at
+            labels += [s.cell + (f"\n{setting}" if one_each else "") for s, _ in members]
+        else:
+            ticks.append(sum(at) / len(at))
+            labels.append(setting)
+        x += len(members) + 0.8
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.55 * len(slots) + 3)), 4.8))
     labelled = set()
-    for s, style in zip(series, _styles(series)):
-        if s.test is None:
-            continue
-        x = settings.index(s.setting) + (cells.index(s.cell) - (len(cells) - 1) / 2) * width
-        ax.errorbar([x], [s.test.mean], yerr=[s.test.half] if s.test.half else None, fmt=style["marker"],
-                    fillstyle=style["fillstyle"], color=style["color"], ms=8, capsize=5, lw=1.5,
+    for at, (s, style) in slots:
+        ax.errorbar([at], [s.test.mean], yerr=[s.test.half] if s.test.half else None, fmt=style["marker"],
+                    color=style["color"], ms=8, capsize=5, lw=1.5,  # the ticks name the setting: no fill code
                     label=None if s.cell in labelled else s.cell)
-        ax.scatter([x] * len(s.seeds), s.seeds, s=22, facecolors="none", edgecolors=style["color"], zorder=3)
+        ax.scatter([at] * len(s.seeds), s.seeds, s=22, facecolors="none", edgecolors=style["color"], zorder=3)
         labelled.add(s.cell)
-    if len(settings) == 1:  # one setting: a tick per cell
-        ax.set_xticks([(i - (len(cells) - 1) / 2) * width for i in range(len(cells))])
-        ax.set_xticklabels(cells, fontsize=8)
-    else:
-        ax.set_xticks(range(len(settings)))
-        ax.set_xticklabels(settings, fontsize=8)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{ylabel} by {by_name}: mean and 95% interval over seeds (hollow: single seeds)")
+    ax.set_title(f"{ylabel} by {by_name}: {_spread(series)}")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title=by_name, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
@@ -137,7 +154,7 @@ def intervals(series: list[Series], ylabel: str, by_name: str, path: Path) -> Pa
 def along(series: list[Series], xs: list[float], xname: str, ylabel: str, path: Path) -> Path:
     """The test metric against one numeric swept key (layers, dropout, learning rate): a line per cell
     and setting of the other keys (`Series.setting` without that key), each point the mean with its
-    95% interval, each seed a hollow point; the cells are dodged sideways so their bars do not overlap."""
+    95% interval, each seed a small ring; the cells are dodged sideways so their bars do not overlap."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5.5))
     log = min(xs) > 0 and max(xs) > 10 * min(xs)
@@ -168,7 +185,7 @@ def along(series: list[Series], xs: list[float], xname: str, ylabel: str, path: 
     ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.set_xlabel(xname)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{ylabel} against {xname}: mean and 95% interval over seeds (hollow: single seeds)", fontsize=10)
+    ax.set_title(f"{ylabel} against {xname}: {_spread(series)}", fontsize=10)
     ax.grid(alpha=0.3)
     if lines:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

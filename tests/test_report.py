@@ -309,6 +309,15 @@ def test_numeric_keys(values, numeric):
     assert report.numeric_keys(groups, keys) == numeric
 
 
+def test_a_key_set_once_per_cell_is_not_an_axis():
+    """Each cell at its own chosen learning rate: a plot against the rate would have one point per line."""
+    keys = ["model.cell", "train.learning_rate", "seed"]
+    groups = [report.Group({"model.cell": c, "train.learning_rate": lr}, [], []) for c, lr in (("lstm", 1.0), ("gru", 0.5))]
+    assert report.numeric_keys(groups, keys) == []
+    groups.append(report.Group({"model.cell": "gru", "train.learning_rate": 1.0}, [], []))
+    assert report.numeric_keys(groups, keys) == ["train.learning_rate"]
+
+
 def test_bad_anchor_flags_are_one_line_errors(tmp_path, capsys):
     build_bench(tmp_path)
     assert cli.main(["report", str(tmp_path), "--anchor", "cell=lstm=no_such_paper"]) == 2
