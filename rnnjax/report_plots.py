@@ -39,12 +39,30 @@ class Series(NamedTuple):
             (f" [{self.diverged} diverged, left out]" if self.diverged else "")
 
 
+def setting_codes(settings: list[str]) -> list[tuple[int, int]]:
+    """(line style, marker fill) indices, distinct for each setting of the other swept keys.
+
+    With two keys ("dropout=0.3, layers=2") the one with more values sets the line style and the
+    other the fill, so each reads on its own; with one key both follow it; otherwise, or with more
+    values than styles, each setting gets its own pair (unique for up to 16 settings)."""
+    parts = [s.split(", ") if s else [] for s in settings]
+    width = len(parts[0]) if parts else 0
+    if 1 <= width <= 2 and all(len(p) == width for p in parts):
+        values = [list(dict.fromkeys(column)) for column in zip(*parts)]
+        order = sorted(range(width), key=lambda k: -len(values[k]))
+        line, fill = order[0], order[-1]
+        if len(values[line]) <= len(LINESTYLES) and len(values[fill]) <= len(FILLS):
+            return [(values[line].index(p[line]), values[fill].index(p[fill])) for p in parts]
+    n = len(LINESTYLES)
+    return [(i % n, (i + i // n) % len(FILLS)) for i in range(len(settings))]
+
+
 def _styles(series: list[Series]) -> list[dict]:
     cells = list(dict.fromkeys(s.cell for s in series))
     settings = list(dict.fromkeys(s.setting for s in series))
+    codes = dict(zip(settings, setting_codes(settings)))
     return [{"color": f"C{cells.index(s.cell) % 10}", "marker": MARKERS[cells.index(s.cell) % len(MARKERS)],
-             "linestyle": LINESTYLES[settings.index(s.setting) % len(LINESTYLES)],
-             "fillstyle": FILLS[settings.index(s.setting) % len(FILLS)]} for s in series]
+             "linestyle": LINESTYLES[codes[s.setting][0]], "fillstyle": FILLS[codes[s.setting][1]]} for s in series]
 
 
 def _spread(series: list[Series]) -> str:
@@ -103,7 +121,8 @@ def curves(series: list[Series], unit: str, path: Path) -> Path:
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # plain numbers, where there is room
         if not ax.lines:
             ax.text(0.5, 0.5, "no evaluation record has wall_s", ha="center", transform=ax.transAxes, color="0.4")
-    fig.suptitle(f"validation {name}: mean over seeds, band min–max over seeds")
+    several = any(len(s.curves) > 1 for s in series)
+    fig.suptitle(f"validation {name}: " + ("mean over seeds, band min–max over seeds" if several else "one seed each"))
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
