@@ -219,7 +219,7 @@ def _min_lstm_coeffs(xp: Array) -> tuple[Array, Array]:
     """minLSTM: f, i = sigmoid(W x + b), normalised f' = f / (f + i), i' = i / (f + i);
     h~ = W_h x + b_h; h' = f' * h + i' * h~ (gate blocks in order f, i, h~).
 
-    f' is computed as sigmoid(log f - log i) and i' as 1 - f' in that form: the same values,
+    f' is computed as sigmoid(log f - log i) and i' as sigmoid(log i - log f): the same values,
     but finite, with finite gradients, where both gates underflow (f + i -> 0 made f / (f + i)
     0 / 0, and its gradient inf - inf, once both pre-activations fell below about -44).
     """

@@ -105,9 +105,9 @@ def _by_key(keys: list[str]) -> str | None:
     return BAR_KEY if BAR_KEY in group_keys else (group_keys[0] if group_keys else None)
 
 
-def _setting(g: Group, keys: list[str], names: dict[str, str], leave: str | None = None) -> str:
-    """The group's values of the swept keys but the compared one (and `leave`): "layers=2, dropout=0.5"."""
-    return ", ".join(f"{names[k]}={_fmt_value(g.values[k])}" for k in g.values if k not in (_by_key(keys), leave))
+def _setting(g: Group, keys: list[str], names: dict[str, str], leave: str | None = None) -> tuple[str, ...]:
+    """The group's values of the swept keys but the compared one (and `leave`): ("layers=2", "dropout=0.5")."""
+    return tuple(f"{names[k]}={_fmt_value(g.values[k])}" for k in g.values if k not in (_by_key(keys), leave))
 
 
 def numeric_keys(groups: list[Group], keys: list[str]) -> list[str]:
@@ -117,12 +117,14 @@ def numeric_keys(groups: list[Group], keys: list[str]) -> list[str]:
     each cell's chosen learning rate, would give lines of one point.)"""
     found = []
     for k in keys:
-        values = [g.values[k] for g in groups] if k not in ("seed", _by_key(keys)) else []
+        if k in ("seed", _by_key(keys)):
+            continue
+        if not all(isinstance(g.values[k], (int, float)) and not isinstance(g.values[k], bool) for g in groups):
+            continue
         lines: dict[tuple, set] = {}
-        for g, v in zip(groups, values):
-            lines.setdefault(tuple(g.values[o] for o in keys if o not in (k, "seed")), set()).add(v)
-        if any(len(vs) > 1 for vs in lines.values()) and \
-                all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        for g in groups:
+            lines.setdefault(tuple(g.values[o] for o in keys if o not in (k, "seed")), set()).add(g.values[k])
+        if any(len(values) > 1 for values in lines.values()):
             found.append(k)
     return found
 

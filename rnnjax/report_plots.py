@@ -26,7 +26,7 @@ class Series(NamedTuple):
     """One group of runs, as the figures draw it."""
 
     cell: str  # the compared key's value: colour and marker
-    setting: str  # the other swept keys' values ("layers=2, dropout=0.5"): line style
+    setting: tuple[str, ...]  # the other swept keys' values, ("layers=2", "dropout=0.5"): line style and fill
     curves: list[tuple[list[Point], int | None]]  # per averaged run: validation curve, training tokens per step
     test: Interval | None
     seeds: list[float]  # the averaged runs' test values
@@ -34,25 +34,28 @@ class Series(NamedTuple):
     diverged: int
 
     @property
+    def setting_text(self) -> str:
+        return ", ".join(self.setting)
+
+    @property
     def label(self) -> str:
-        return self.cell + (f" ({self.setting})" if self.setting else "") + \
+        return self.cell + (f" ({self.setting_text})" if self.setting else "") + \
             (f" [{self.diverged} diverged, left out]" if self.diverged else "")
 
 
-def setting_codes(settings: list[str]) -> list[tuple[int, int]]:
+def setting_codes(settings: list[tuple[str, ...]]) -> list[tuple[int, int]]:
     """(line style, marker fill) indices, distinct for each setting of the other swept keys.
 
-    With two keys ("dropout=0.3, layers=2") the one with more values sets the line style and the
-    other the fill, so each reads on its own; with one key both follow it; otherwise, or with more
-    values than styles, each setting gets its own pair (unique for up to 16 settings)."""
-    parts = [s.split(", ") if s else [] for s in settings]
-    width = len(parts[0]) if parts else 0
-    if 1 <= width <= 2 and all(len(p) == width for p in parts):
-        values = [list(dict.fromkeys(column)) for column in zip(*parts)]
+    With two keys (("dropout=0.3", "layers=2")) the one with more values sets the line style and
+    the other the fill, so each reads on its own; with one key both follow it; otherwise, or with
+    more values than styles, each setting gets its own pair (unique for up to 16 settings)."""
+    width = len(settings[0]) if settings else 0
+    if 1 <= width <= 2 and all(len(p) == width for p in settings):
+        values = [list(dict.fromkeys(column)) for column in zip(*settings)]
         order = sorted(range(width), key=lambda k: -len(values[k]))
         line, fill = order[0], order[-1]
         if len(values[line]) <= len(LINESTYLES) and len(values[fill]) <= len(FILLS):
-            return [(values[line].index(p[line]), values[fill].index(p[fill])) for p in parts]
+            return [(values[line].index(p[line]), values[fill].index(p[fill])) for p in settings]
     n = len(LINESTYLES)
     return [(i % n, (i + i // n) % len(FILLS)) for i in range(len(settings))]
 
@@ -147,10 +150,10 @@ def intervals(series: list[Series], ylabel: str, by_name: str, path: Path) -> Pa
         slots += list(zip(at, members))
         if len(settings) == 1 or one_each:
             ticks += at
-            labels += [s.cell + (f"\n{setting}" if one_each else "") for s, _ in members]
+            labels += [s.cell + (f"\n{s.setting_text}" if one_each else "") for s, _ in members]
         else:
             ticks.append(sum(at) / len(at))
-            labels.append(setting)
+            labels.append(members[0][0].setting_text)
         x += len(members) + 0.8
     fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.55 * len(slots) + 3)), 4.8))
     labelled = set()

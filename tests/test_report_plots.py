@@ -10,7 +10,7 @@ from rnnjax.stats import Interval
 
 def series(cell: str, seeds: list[float]) -> Series:
     mean = sum(seeds) / len(seeds)
-    return Series(cell, "", [], Interval(mean, 0.1 if len(seeds) > 1 else None, len(seeds)), seeds, None, 0)
+    return Series(cell, (), [], Interval(mean, 0.1 if len(seeds) > 1 else None, len(seeds)), seeds, None, 0)
 
 
 def test_a_figure_of_single_runs_does_not_claim_intervals():
@@ -22,10 +22,10 @@ def test_a_figure_with_several_seeds_names_its_intervals():
 
 
 @pytest.mark.parametrize("settings", [
-    [f"dropout={d}, layers={n}" for d in (0, 0.3) for n in (1, 2, 3)],  # the ablation: 6 settings
-    [f"lr={lr}" for lr in (0.1, 0.25, 0.5, 1, 2, 4)],  # one key, more values than line styles
-    [f"a={i}, b={i}, c={i}" for i in range(16)],
-    [""],
+    [(f"dropout={d}", f"layers={n}") for d in (0, 0.3) for n in (1, 2, 3)],  # the ablation: 6 settings
+    [(f"lr={lr}",) for lr in (0.1, 0.25, 0.5, 1, 2, 4)],  # one key, more values than line styles
+    [(f"a={i}", f"b={i}", f"c={i}") for i in range(16)],
+    [()],
 ])
 def test_every_setting_gets_its_own_line_style_and_fill(settings):
     codes = setting_codes(settings)
@@ -34,7 +34,7 @@ def test_every_setting_gets_its_own_line_style_and_fill(settings):
 
 def test_two_keys_each_keep_one_code():
     """Layers (3 values) set the line style, dropout (2) the fill: hollow means dropout, whatever the depth."""
-    settings = [f"dropout={d}, layers={n}" for d in (0, 0.3) for n in (1, 2, 3)]
+    settings = [(f"dropout={d}", f"layers={n}") for d in (0, 0.3) for n in (1, 2, 3)]
     codes = dict(zip(settings, setting_codes(settings)))
-    assert {codes[f"dropout=0.3, layers={n}"][1] for n in (1, 2, 3)} == {1}
-    assert {codes[f"dropout={d}, layers=2"][0] for d in (0, 0.3)} == {1}
+    assert {codes[("dropout=0.3", f"layers={n}")][1] for n in (1, 2, 3)} == {1}
+    assert {codes[(f"dropout={d}", "layers=2")][0] for d in (0, 0.3)} == {1}
